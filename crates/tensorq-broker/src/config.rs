@@ -1,0 +1,59 @@
+//! The broker's configuration: one serde struct with defaults in code.
+//!
+//! The binary layers a TOML file, `TENSORQ_*` environment variables and command-line flags on top
+//! of these defaults (`tensorq server --print-config` shows the result). Unknown keys are
+//! rejected, so a typo in a config file is an error rather than a silent default.
+
+use serde::{Deserialize, Serialize};
+
+/// A user allowed to log in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub password: String,
+    /// Like RabbitMQ's default `guest`: may log in only over loopback.
+    #[serde(default)]
+    pub loopback_only: bool,
+}
+
+/// Broker settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest message body accepted, in bytes.
+    pub max_message_size: u64,
+    /// Memory high watermark as a fraction of physical RAM (RabbitMQ's default is 0.4).
+    pub memory_high_watermark: f64,
+    /// Absolute memory high watermark in bytes; overrides the fraction when set.
+    pub memory_high_watermark_bytes: Option<u64>,
+    /// A queue whose backlog exceeds this many bytes slows its publishers down.
+    pub queue_slow_bytes: u64,
+    /// Heartbeat interval offered to clients, in seconds.
+    pub heartbeat: u16,
+    /// Virtual hosts.
+    pub vhosts: Vec<String>,
+    /// Users.
+    pub users: Vec<UserConfig>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "0.0.0.0:5672".into(),
+            max_message_size: tensorq_amqp::limits::DEFAULT_MAX_MESSAGE_SIZE,
+            memory_high_watermark: 0.4,
+            memory_high_watermark_bytes: None,
+            queue_slow_bytes: 256 * 1024 * 1024,
+            heartbeat: tensorq_amqp::limits::HEARTBEAT_SECS,
+            vhosts: vec!["/".into()],
+            users: vec![UserConfig {
+                name: "guest".into(),
+                password: "guest".into(),
+                loopback_only: true,
+            }],
+        }
+    }
+}

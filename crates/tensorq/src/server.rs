@@ -1,0 +1,94 @@
+//! `tensorq server`: loads the configuration, binds, writes the port file, and runs the broker
+//! until Ctrl-C or SIGTERM (then every connection is closed with 320 and the process exits 0).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tensorq_broker::Server;
+
+/// Flags of `tensorq server`; each overrides the same key of the config file and environment.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on, e.g. 0.0.0.0:5672 (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Write the bound port here once listening (for tests and scripts).
+    #[arg(long)]
+    port_file: Option<PathBuf>,
+    /// Largest message body in bytes.
+    #[arg(long)]
+    max_message_size: Option<u64>,
+    /// Memory high watermark as a fraction of RAM.
+    #[arg(long)]
+    memory_high_watermark: Option<f64>,
+    /// Memory high watermark in bytes (overrides the fraction).
+    #[arg(long)]
+    memory_high_watermark_bytes: Option<u64>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl ServerArgs {
+    fn flags(&self) -> Vec<(&'static str, String)> {
+        let mut f = Vec::new();
+        if let Some(v) = &self.listen {
+            f.push(("listen", format!("\"{}\"", v.replace('"', ""))));
+        }
+        if let Some(v) = self.max_message_size {
+            f.push(("max_message_size", v.to_string()));
+        }
+        if let Some(v) = self.memory_high_watermark {
+            f.push(("memory_high_watermark", v.to_string()));
+        }
+        if let Some(v) = self.memory_high_watermark_bytes {
+            f.push(("memory_high_watermark_bytes", v.to_string()));
+        }
+        f
+    }
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let config = crate::config::load(args.config.as_deref(), &args.flags())?;
+    if args.print_config {
+        print!("{}", toml::to_string(&config).context("printing config")?);
+        return Ok(());
+    }
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    if let Some(path) = &args.port_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, addr.port().to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write port file {}", path.display()))?;
+    }
+    server.run(stop_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
