@@ -26,13 +26,16 @@ enum State {
     #[default]
     Idle,
     AwaitHeader(Publish),
-    AwaitBody {
-        publish: Publish,
-        properties: AMQPProperties,
-        size: u64,
-        first: Option<Bytes>,
-        rest: BytesMut,
-    },
+    AwaitBody(Box<Pending>),
+}
+
+#[derive(Debug)]
+struct Pending {
+    publish: Publish,
+    properties: AMQPProperties,
+    size: u64,
+    first: Option<Bytes>,
+    rest: BytesMut,
 }
 
 /// The per-channel content assembly state machine.
@@ -104,26 +107,26 @@ impl Assembler {
                 body: Bytes::new(),
             }));
         }
-        self.state = State::AwaitBody {
+        self.state = State::AwaitBody(Box::new(Pending {
             publish,
             properties: header.properties,
             size: header.body_size,
             first: None,
             rest: BytesMut::new(),
-        };
+        }));
         Ok(None)
     }
 
     /// A body frame arrived. Returns the message once the declared size is reached.
     pub fn body(&mut self, chunk: Bytes) -> Result<Option<Content>, AmqpError> {
-        let State::AwaitBody {
-            size, first, rest, ..
-        } = &mut self.state
-        else {
+        let State::AwaitBody(pending) = &mut self.state else {
             return Err(AmqpError::unexpected_frame(
                 "content body frame without a preceding content header",
             ));
         };
+        let Pending {
+            size, first, rest, ..
+        } = pending.as_mut();
         let have = first.as_ref().map_or(0, |b| b.len()) + rest.len();
         let now = have as u64 + chunk.len() as u64;
         if now > *size {
@@ -144,17 +147,20 @@ impl Assembler {
             return Ok(None);
         }
         match std::mem::take(&mut self.state) {
-            State::AwaitBody {
-                publish,
-                properties,
-                first,
-                rest,
-                ..
-            } => Ok(Some(Content {
-                publish,
-                properties,
-                body: first.unwrap_or_else(|| rest.freeze()),
-            })),
+            State::AwaitBody(p) => {
+                let Pending {
+                    publish,
+                    properties,
+                    first,
+                    rest,
+                    ..
+                } = *p;
+                Ok(Some(Content {
+                    publish,
+                    properties,
+                    body: first.unwrap_or_else(|| rest.freeze()),
+                }))
+            }
             _ => Ok(None),
         }
     }

@@ -55,7 +55,7 @@ fn amqplain(response: &[u8]) -> Result<Credentials, AmqpError> {
     let mut framed = (response.len() as u32).to_be_bytes().to_vec();
     framed.extend_from_slice(response);
     let table = match parse_field_table(&framed[..]) {
-        Ok((rest, table)) if rest.is_empty() => table,
+        Ok(([], table)) => table,
         _ => return Err(AmqpError::login_refused("malformed AMQPLAIN response")),
     };
     let text = |key: &str| -> Option<String> {

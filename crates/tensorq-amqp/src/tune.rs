@@ -32,9 +32,11 @@ pub fn offer() -> Tune {
 pub fn negotiate(ok: &TuneOk) -> Result<Tuned, AmqpError> {
     let channel_max = match ok.channel_max {
         0 => CHANNEL_MAX,
-        n if n > CHANNEL_MAX => return Err(AmqpError::not_allowed(format!(
+        n if n > CHANNEL_MAX => {
+            return Err(AmqpError::not_allowed(format!(
             "negotiated channel_max = {n} is higher than the maximum allowed value ({CHANNEL_MAX})"
-        ))),
+        )))
+        }
         n => n,
     };
     let frame_max = match ok.frame_max {
