@@ -82,10 +82,11 @@ fn nesting_markers(payload: &[u8]) -> usize {
 
 /// Parses `payload` with `parse`, refusing values nested deeper than [`MAX_TABLE_DEPTH`] with
 /// 502 SYNTAX_ERROR. The outer `Result` is the depth verdict, the inner one the parser's.
-pub fn guarded<T, F>(payload: Bytes, parse: F) -> Result<Result<T, ()>, AmqpError>
+pub fn guarded<T, E, F>(payload: Bytes, parse: F) -> Result<Result<T, E>, AmqpError>
 where
     T: HasTables + Send + 'static,
-    F: Fn(&[u8]) -> Result<T, ()> + Send + 'static,
+    E: Send + 'static,
+    F: Fn(&[u8]) -> Result<T, E> + Send + 'static,
 {
     if nesting_markers(&payload) <= MAX_TABLE_DEPTH {
         return Ok(parse(&payload));
@@ -103,7 +104,7 @@ where
                     Ok(Ok(value))
                 }
             }
-            Err(()) => Ok(Err(())),
+            Err(e) => Ok(Err(e)),
         })
         .map_err(|e| AmqpError::internal_error(format!("cannot start parser thread: {e}")))?;
     match worker.join() {

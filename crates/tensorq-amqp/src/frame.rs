@@ -134,6 +134,21 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<InFrame
     Ok(Some(decoded))
 }
 
+/// Why a payload did not parse: truncated (501, as RabbitMQ's "cannot decode") or holding
+/// illegal values such as an unknown field type (502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Malformed {
+    Truncated,
+    Illegal,
+}
+
+fn classify<E>(e: nom::Err<E>) -> Malformed {
+    match e {
+        nom::Err::Incomplete(_) => Malformed::Truncated,
+        _ => Malformed::Illegal,
+    }
+}
+
 fn parse_method(payload: Bytes) -> Result<AMQPClass, AmqpError> {
     let ids = (
         parse_short_uint(&payload[..]).map(|(_, c)| c).unwrap_or(0),
@@ -145,19 +160,22 @@ fn parse_method(payload: Bytes) -> Result<AMQPClass, AmqpError> {
         all_consuming(parse_class)
             .parse(p)
             .map(|(_, m)| m)
-            .map_err(|_| ())
+            .map_err(classify)
     })?;
-    parsed.map_err(|()| {
-        if known_method(ids.0, ids.1) {
-            AmqpError::syntax_error(format!(
-                "malformed arguments for method {}.{}",
-                ids.0, ids.1
+    parsed.map_err(|why| {
+        let (class, method) = ids;
+        if !known_method(class, method) {
+            AmqpError::command_invalid(format!("unknown method {class}.{method}"))
+        } else if why == Malformed::Truncated {
+            AmqpError::frame_error(format!(
+                "cannot decode the arguments of method {class}.{method}: truncated"
             ))
-            .on_method(ids.0, ids.1)
         } else {
-            AmqpError::command_invalid(format!("unknown method {}.{}", ids.0, ids.1))
-                .on_method(ids.0, ids.1)
+            AmqpError::syntax_error(format!(
+                "illegal value in the arguments of method {class}.{method}"
+            ))
         }
+        .on_method(class, method)
     })
 }
 
@@ -166,9 +184,14 @@ fn parse_header(payload: Bytes) -> Result<AMQPContentHeader, AmqpError> {
         all_consuming(parse_content_header)
             .parse(p)
             .map(|(_, h)| h)
-            .map_err(|_| ())
+            .map_err(classify)
     })?
-    .map_err(|()| AmqpError::syntax_error("malformed content header frame"))
+    .map_err(|why| match why {
+        Malformed::Truncated => {
+            AmqpError::frame_error("cannot decode the content header frame: truncated")
+        }
+        Malformed::Illegal => AmqpError::syntax_error("illegal value in the content header frame"),
+    })
 }
 
 /// Whether `class.method` names a method of AMQP 0-9-1.

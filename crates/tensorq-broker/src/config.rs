@@ -37,6 +37,13 @@ pub struct BrokerConfig {
     pub vhosts: Vec<String>,
     /// Users.
     pub users: Vec<UserConfig>,
+    /// Directory of the durable store; `None` runs without persistence (tests, embedding).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// When publisher confirms of persistent messages are sent: `always` (after fsync),
+    /// `interval=<ms>` or `never`; see docs/STORAGE.md for what each risks.
+    pub sync: String,
+    /// Below this many free bytes on the data dir's disk, publishers are blocked.
+    pub disk_free_limit: u64,
 }
 
 impl Default for BrokerConfig {
@@ -54,6 +61,9 @@ impl Default for BrokerConfig {
                 password: "guest".into(),
                 loopback_only: true,
             }],
+            data_dir: Some("./tensorq-data".into()),
+            sync: "always".into(),
+            disk_free_limit: 50 * 1000 * 1000,
         }
     }
 }

@@ -149,13 +149,13 @@ impl VHost {
                 "operation not permitted on the default exchange",
             ));
         }
-        if name.starts_with("amq.") {
+        let kind = ExchangeKind::parse(d.kind.as_str())?;
+        let mut map = self.exchanges.write();
+        if name.starts_with("amq.") && !map.contains_key(name) {
             return Err(AmqpError::access_refused(format!(
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        let kind = ExchangeKind::parse(d.kind.as_str())?;
-        let mut map = self.exchanges.write();
         if let Some(cur) = map.get(name) {
             let what = self.describe_exchange(name);
             if cur.spec.kind != kind {

@@ -19,6 +19,12 @@ pub struct ServerArgs {
     /// Write the bound port here once listening (for tests and scripts).
     #[arg(long)]
     port_file: Option<PathBuf>,
+    /// Directory of the durable store (default ./tensorq-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Confirm policy for persistent messages: always | interval=<ms> | never.
+    #[arg(long)]
+    sync: Option<String>,
     /// Largest message body in bytes.
     #[arg(long)]
     max_message_size: Option<u64>,
@@ -37,7 +43,13 @@ impl ServerArgs {
     fn flags(&self) -> Vec<(&'static str, String)> {
         let mut f = Vec::new();
         if let Some(v) = &self.listen {
-            f.push(("listen", format!("\"{}\"", v.replace('"', ""))));
+            f.push(("listen", toml_string(v)));
+        }
+        if let Some(v) = &self.data_dir {
+            f.push(("data_dir", toml_string(&v.to_string_lossy())));
+        }
+        if let Some(v) = &self.sync {
+            f.push(("sync", toml_string(v)));
         }
         if let Some(v) = self.max_message_size {
             f.push(("max_message_size", v.to_string()));
@@ -50,6 +62,11 @@ impl ServerArgs {
         }
         f
     }
+}
+
+/// A TOML string literal for a flag's value.
+fn toml_string(v: &str) -> String {
+    toml::Value::String(v.to_owned()).to_string()
 }
 
 async fn stop_signal() {

@@ -70,7 +70,7 @@ impl Connection {
             match self.next_frame().await? {
                 InFrame::Heartbeat(0) => continue,
                 InFrame::Method(0, AMQPClass::Connection(m)) => return Ok(m),
-                InFrame::Method(_, m) => {
+                InFrame::Method(0, m) => {
                     return Err(Exit::Error(
                         AmqpError::command_invalid(format!(
                             "expected '{what}' during the connection handshake, got method {}.{}",

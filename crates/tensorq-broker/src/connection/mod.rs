@@ -242,7 +242,7 @@ impl Connection {
     fn on_frame(&mut self, frame: InFrame) -> Result<bool, AmqpError> {
         match frame {
             InFrame::Heartbeat(0) => Ok(true),
-            InFrame::Heartbeat(ch) => Err(AmqpError::frame_error(format!(
+            InFrame::Heartbeat(ch) => Err(AmqpError::unexpected_frame(format!(
                 "heartbeat frame on channel {ch}; heartbeats belong on channel 0"
             ))),
             InFrame::Method(0, m) => self.connection_method(m),
@@ -277,8 +277,13 @@ impl Connection {
                 AmqpError::not_implemented("connection.update-secret is not supported")
                     .on_method(class, method),
             ),
-            _ => Err(AmqpError::command_invalid(format!(
+            AMQPClass::Connection(_) => Err(AmqpError::command_invalid(format!(
                 "method {class}.{method} is not allowed on channel 0 after the handshake"
+            ))
+            .on_method(class, method)),
+            // RabbitMQ answers 504 for a channel-level method on channel 0.
+            _ => Err(AmqpError::channel_error(format!(
+                "unexpected method {class}.{method} on channel 0 in connection state running"
             ))
             .on_method(class, method)),
         }

@@ -1,11 +1,19 @@
 //! The topic exchange: dot-separated words, where `*` in a binding key matches exactly one word
-//! and `#` matches zero or more words, as RabbitMQ matches them (an empty routing key is one
-//! empty word; `#` alone matches everything).
+//! and `#` matches zero or more words, as RabbitMQ matches them: an empty routing key or binding
+//! key has no words (so `#` matches it and `*` does not), while empty words between dots count.
+
+fn words(s: &str) -> Vec<&str> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split('.').collect()
+    }
+}
 
 /// True when the binding pattern routes `routing_key`.
 pub fn matches(pattern: &str, routing_key: &str) -> bool {
-    let pat: Vec<&str> = pattern.split('.').collect();
-    let key: Vec<&str> = routing_key.split('.').collect();
+    let pat = words(pattern);
+    let key = words(routing_key);
     // Iterative matcher with one backtrack point per `#` (the classic wildcard algorithm,
     // over words instead of characters): linear in practice, never exponential.
     let (mut p, mut k) = (0usize, 0usize);
@@ -48,7 +56,8 @@ mod tests {
         assert!(matches("a.#.b", "a.b"));
         assert!(matches("a.#.b", "a.x.y.b"));
         assert!(!matches("a.#.b", "a.x.y.c"));
-        assert!(matches("*", ""));
+        assert!(!matches("*", ""));
+        assert!(!matches("*.#", ""));
         assert!(!matches("*", "a.b"));
         assert!(matches("#.#", "a"));
         assert!(matches("*.#", "a"));
@@ -76,8 +85,8 @@ mod tests {
                                      k in proptest::collection::vec(prop_oneof!["a", "b", ""], 1..6)) {
             let pat = p.join(".");
             let key = k.join(".");
-            let pv: Vec<&str> = pat.split('.').collect();
-            let kv: Vec<&str> = key.split('.').collect();
+            let pv = words(&pat);
+            let kv = words(&key);
             prop_assert_eq!(matches(&pat, &key), reference(&pv, &kv), "{} vs {}", pat, key);
         }
     }
