@@ -156,6 +156,18 @@ fn parse_method(payload: Bytes) -> Result<AMQPClass, AmqpError> {
             .map(|(_, m)| m)
             .unwrap_or(0),
     );
+    if ids == (60, 10) {
+        // basic.qos: amq-protocol drops prefetch_size, which RabbitMQ refuses with 540 unless 0.
+        let size = payload
+            .get(4..8)
+            .and_then(|b| parse_long_uint(b).ok())
+            .map_or(0, |(_, n)| n);
+        if size != 0 {
+            return Err(
+                AmqpError::not_implemented(format!("prefetch_size!=0 ({size})")).on_method(60, 10),
+            );
+        }
+    }
     let parsed = depth::guarded(payload, |p| {
         all_consuming(parse_class)
             .parse(p)

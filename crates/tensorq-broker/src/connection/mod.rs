@@ -277,11 +277,7 @@ impl Connection {
                 AmqpError::not_implemented("connection.update-secret is not supported")
                     .on_method(class, method),
             ),
-            AMQPClass::Connection(_) => Err(AmqpError::command_invalid(format!(
-                "method {class}.{method} is not allowed on channel 0 after the handshake"
-            ))
-            .on_method(class, method)),
-            // RabbitMQ answers 504 for a channel-level method on channel 0.
+            // RabbitMQ answers 504 for any other method on channel 0 once the connection runs.
             _ => Err(AmqpError::channel_error(format!(
                 "unexpected method {class}.{method} on channel 0 in connection state running"
             ))
