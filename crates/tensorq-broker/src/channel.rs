@@ -5,7 +5,7 @@
 //! [`Channel::content`] for each assembled message. The part of a channel that queues touch
 //! (delivery tags, unacked messages, prefetch) is its [`ChannelLink`], shared with them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tensorq_amqp::amq_protocol::protocol::{
@@ -19,8 +19,10 @@ use crate::delivery::{ChannelLink, Consumer, Unacked};
 use crate::exchange::Exchange;
 use crate::message::{Message, Queued};
 use crate::outbox::Outbox;
+use crate::persist::{self, Persistence};
 use crate::queue::Queue;
 use crate::vhost::{self, VHost};
+use tensorq_store::{SyncTicket, TicketStatus};
 
 /// What a channel needs from its connection while handling a method.
 pub struct ConnCtx<'a> {
@@ -32,6 +34,15 @@ pub struct ConnCtx<'a> {
     /// Queues over their backlog threshold that this connection published to in this batch.
     pub slow: &'a mut Vec<Arc<Queue>>,
     pub published: &'a mut bool,
+    pub persistence: Option<&'a Arc<Persistence>>,
+}
+
+/// A publish whose confirm waits for the store.
+enum Awaiting {
+    /// Confirm once the ticket is durable (nack if its write failed).
+    Ticket(SyncTicket),
+    /// The write failed at append time: nack.
+    Failed,
 }
 
 /// A settlement buffered by a transaction.
@@ -62,8 +73,10 @@ pub struct Channel {
     consumer_prefetch: u16,
     /// Some(next publish sequence number) once confirm.select was seen.
     confirm_next: Option<u64>,
-    /// Highest sequence number not yet confirmed to the client.
-    confirm_pending: Option<u64>,
+    /// Highest sequence number already confirmed (acked or nacked) to the client.
+    confirm_done: u64,
+    /// Publishes whose confirm waits for the store, in sequence order.
+    confirm_waiting: VecDeque<(u64, Awaiting)>,
     tx: Option<TxBuffer>,
     /// The last queue declared on this channel, used when a method names the queue "".
     last_queue: Option<ShortString>,
@@ -85,7 +98,8 @@ impl Channel {
             consumers: HashMap::new(),
             consumer_prefetch: 0,
             confirm_next: None,
-            confirm_pending: None,
+            confirm_done: 0,
+            confirm_waiting: VecDeque::new(),
             tx: None,
             last_queue: None,
             cached_exchange: None,
@@ -275,25 +289,22 @@ impl Channel {
                 let q = ctx.vhost.queue(self.queue_name(&g.queue)?.as_str())?;
                 q.check_owner(ctx.conn_id)?;
                 match q.get() {
-                    Some((entry, left)) => {
+                    Some((entry, msg, left)) => {
                         let tag = self.link.record_get(&q, &entry, g.no_ack);
+                        if g.no_ack {
+                            q.forget(&[&entry]);
+                        }
                         let ok = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                             delivery_tag: tag,
                             redelivered: entry.redelivered,
-                            exchange: entry.msg.exchange.clone(),
-                            routing_key: entry.msg.routing_key.clone(),
+                            exchange: msg.exchange.clone(),
+                            routing_key: msg.routing_key.clone(),
                             message_count: left,
                         }));
                         let frame_max = self.link.frame_max;
                         ctx.outbox.push(|out| {
                             encode::method_owned(out, id, ok);
-                            encode::content(
-                                out,
-                                id,
-                                &entry.msg.properties,
-                                &entry.msg.body,
-                                frame_max,
-                            );
+                            encode::content(out, id, &msg.properties, &msg.body, frame_max);
                         });
                     }
                     None => reply(
@@ -533,33 +544,105 @@ impl Channel {
                 encode::content(out, id, &msg.properties, &msg.body, frame_max);
             });
         }
+        // A persistent message is written to the store once for all its durable queues.
+        let mut awaiting = None;
+        let mut stored = None;
+        if msg.persistent() {
+            if let Some(p) = ctx.persistence {
+                let ids: Vec<_> = targets.iter().filter_map(|q| q.store_id()).collect();
+                if !ids.is_empty() {
+                    match p.store.append(&ids, &persist::encode_message(&msg)) {
+                        Ok((r, ticket)) => {
+                            stored = Some(r);
+                            awaiting = Some(Awaiting::Ticket(ticket));
+                        }
+                        Err(e) => {
+                            tracing::error!("persistent message not stored: {e}");
+                            awaiting = Some(Awaiting::Failed);
+                        }
+                    }
+                }
+            }
+        }
+        let failed = matches!(awaiting, Some(Awaiting::Failed));
         for q in targets.drain(..) {
-            q.publish(msg.clone());
+            let durable = q.store_id().is_some();
+            if failed && durable {
+                // Not stored: the publisher gets a nack and may publish again.
+                continue;
+            }
+            q.publish(msg.clone(), if durable { stored } else { None });
             if q.is_over_threshold() && !ctx.slow.iter().any(|s| Arc::ptr_eq(s, &q)) {
                 ctx.slow.push(q);
             }
         }
         self.route_buf = targets;
         if let Some(next) = self.confirm_next.as_mut() {
-            self.confirm_pending = Some(*next);
+            let seq = *next;
             *next += 1;
+            if let Some(a) = awaiting {
+                self.confirm_waiting.push_back((seq, a));
+            }
         }
     }
 
-    /// Sends the confirms gathered during the last batch of frames as one multiple ack.
-    pub fn flush_confirms(&mut self, outbox: &Outbox) {
-        if let Some(tag) = self.confirm_pending.take() {
-            let id = self.id();
-            outbox.push_quiet(|out| {
-                encode::method_owned(
-                    out,
-                    id,
-                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                        delivery_tag: tag,
-                        multiple: true,
-                    })),
-                )
-            });
+    /// True while some confirm waits for the store.
+    pub fn awaits_store(&self) -> bool {
+        !self.confirm_waiting.is_empty()
+    }
+
+    /// Sends every confirm that can go now: one `multiple` ack up to the first publish still
+    /// waiting for the store, and a nack for each publish whose write failed.
+    pub fn flush_confirms(&mut self, outbox: &Outbox, persistence: Option<&Arc<Persistence>>) {
+        let Some(next) = self.confirm_next else {
+            return;
+        };
+        let id = self.id();
+        let send = |method: basic::AMQPMethod| {
+            outbox.push_quiet(|out| encode::method_owned(out, id, AMQPClass::Basic(method)))
+        };
+        while let Some((seq, a)) = self.confirm_waiting.front() {
+            let seq = *seq;
+            let status = match a {
+                Awaiting::Failed => TicketStatus::Failed("write failed".into()),
+                Awaiting::Ticket(t) => match persistence {
+                    Some(p) => p.store.ticket_status(*t),
+                    None => TicketStatus::Durable,
+                },
+            };
+            match status {
+                TicketStatus::Pending => break,
+                TicketStatus::Durable => {
+                    self.confirm_waiting.pop_front();
+                }
+                TicketStatus::Failed(why) => {
+                    tracing::warn!(channel = id, seq, "nacking a publish: {why}");
+                    if seq > self.confirm_done + 1 {
+                        send(basic::AMQPMethod::Ack(basic::Ack {
+                            delivery_tag: seq - 1,
+                            multiple: true,
+                        }));
+                    }
+                    send(basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: seq,
+                        multiple: false,
+                        requeue: false,
+                    }));
+                    self.confirm_done = seq;
+                    self.confirm_waiting.pop_front();
+                }
+            }
+        }
+        let upto = match self.confirm_waiting.front() {
+            Some((seq, _)) => seq - 1,
+            None => next - 1,
+        };
+        if upto > self.confirm_done {
+            send(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: upto,
+                multiple: true,
+            }));
+            self.confirm_done = upto;
         }
     }
 
@@ -595,6 +678,8 @@ impl Channel {
             .ok_or_else(|| unknown_tag(tag))?;
         if requeue == Some(true) {
             requeue_all(taken);
+        } else {
+            forget_all(&taken);
         }
         self.drive_consumers();
         Ok(())
@@ -647,6 +732,24 @@ fn requeue_all(taken: Vec<Unacked>) {
     }
     for (q, entries) in groups {
         q.requeue(entries);
+    }
+}
+
+/// Records in the store that settled messages are done (acked, or rejected without requeue).
+fn forget_all(taken: &[Unacked]) {
+    let mut groups: Vec<(Arc<Queue>, Vec<&Queued>)> = Vec::new();
+    for u in taken {
+        if u.entry.stored().is_none() {
+            continue;
+        }
+        let Some(q) = u.queue.upgrade() else { continue };
+        match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &q)) {
+            Some((_, v)) => v.push(&u.entry),
+            None => groups.push((q, vec![&u.entry])),
+        }
+    }
+    for (q, entries) in groups {
+        q.forget(&entries);
     }
 }
 

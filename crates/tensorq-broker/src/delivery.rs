@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tensorq_amqp::amq_protocol::protocol::{basic, AMQPClass};
 use tensorq_amqp::{encode, ShortString};
 
-use crate::message::Queued;
+use crate::message::{Message, Queued};
 use crate::outbox::Outbox;
 use crate::queue::Queue;
 
@@ -116,14 +116,24 @@ impl ChannelLink {
         Ok(())
     }
 
-    /// Delivers `entry` to `consumer`: assigns a tag, records it unacked (unless no-ack) and
-    /// encodes `basic.deliver` + content into the outbox. Gives the entry back on refusal.
+    /// Delivers `entry` (whose content is `msg`) to `consumer`: assigns a tag, records it
+    /// unacked (unless no-ack, when the queue forgets it at once) and encodes `basic.deliver` +
+    /// content into the outbox. Gives the entry back on refusal.
     pub fn deliver(
         &self,
         queue: &Arc<Queue>,
         consumer: &Arc<Consumer>,
         entry: Queued,
+        msg: &Message,
     ) -> Result<(), (Refusal, Queued)> {
+        if self.outbox.is_full() {
+            let why = if self.outbox.is_closed() {
+                Refusal::Gone
+            } else {
+                Refusal::Busy
+            };
+            return Err((why, entry));
+        }
         let mut st = self.state.lock();
         if let Err(r) = Self::credit(&st, consumer) {
             return Err((r, entry));
@@ -134,22 +144,19 @@ impl ChannelLink {
             consumer_tag: consumer.tag.clone(),
             delivery_tag: tag,
             redelivered: entry.redelivered,
-            exchange: entry.msg.exchange.clone(),
-            routing_key: entry.msg.routing_key.clone(),
+            exchange: msg.exchange.clone(),
+            routing_key: msg.routing_key.clone(),
         }));
         let frame_max = self.frame_max;
         let channel = self.id;
         self.outbox.push_quiet(|out| {
             encode::method_owned(out, channel, deliver);
-            encode::content(
-                out,
-                channel,
-                &entry.msg.properties,
-                &entry.msg.body,
-                frame_max,
-            );
+            encode::content(out, channel, &msg.properties, &msg.body, frame_max);
         });
-        if !consumer.no_ack {
+        if consumer.no_ack {
+            drop(st);
+            queue.forget(&[&entry]);
+        } else {
             consumer.unacked.fetch_add(1, Ordering::Relaxed);
             st.unacked.insert(
                 tag,

@@ -16,11 +16,12 @@ pub mod delivery;
 pub mod exchange;
 pub mod message;
 pub mod outbox;
+pub mod persist;
 pub mod queue;
 pub mod server;
 pub mod shutdown;
 pub mod vhost;
 
-pub use broker::Broker;
+pub use broker::{Broker, BrokerError};
 pub use config::{BrokerConfig, UserConfig};
 pub use server::{RunningServer, Server, ServerError};

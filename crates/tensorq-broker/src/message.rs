@@ -1,12 +1,15 @@
 //! A published message as the broker holds it, and its entry in a queue.
 //!
 //! A message is routed once and shared (`Arc`) by every queue it lands in; a queue entry adds
-//! the queue's own position (`seq`) and the redelivered flag.
+//! the queue's own position (`seq`) and the redelivered flag. A persistent message in a durable
+//! queue is held by its store handle only ([`Payload::Stored`]), so a backlog costs a few dozen
+//! bytes per message in RAM and its body is read back from the store on delivery.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tensorq_amqp::{AMQPProperties, ShortString};
+use tensorq_store::MsgRef;
 
 /// An immutable published message.
 #[derive(Debug)]
@@ -33,11 +36,41 @@ impl Message {
     }
 }
 
+/// Where a queued message's content is.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// In memory (transient messages, or any message in a transient queue).
+    Memory(Arc<Message>),
+    /// In the durable store; read back on delivery.
+    Stored(MsgRef),
+}
+
 /// A message's place in one queue.
 #[derive(Debug, Clone)]
 pub struct Queued {
     /// Position in the queue: a requeued message goes back to its old position.
     pub seq: u64,
-    pub msg: Arc<Message>,
+    pub payload: Payload,
     pub redelivered: bool,
+}
+
+/// Bytes counted for a stored entry (its handle and queue slot).
+pub const STORED_WEIGHT: usize = 48;
+
+impl Queued {
+    /// Bytes counted against the queue's slow-down threshold.
+    pub fn weight(&self) -> usize {
+        match &self.payload {
+            Payload::Memory(m) => m.weight(),
+            Payload::Stored(_) => STORED_WEIGHT,
+        }
+    }
+
+    /// The store handle of a stored entry.
+    pub fn stored(&self) -> Option<&MsgRef> {
+        match &self.payload {
+            Payload::Stored(r) => Some(r),
+            Payload::Memory(_) => None,
+        }
+    }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::alarm;
-use crate::broker::Broker;
+use crate::alarm::Alarm;
+use crate::broker::{Broker, BrokerError};
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::shutdown::ShutdownSignal;
@@ -26,7 +27,12 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
+
+/// How often free disk space is checked.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A bound server, ready to run.
 pub struct Server {
@@ -44,10 +50,8 @@ impl Server {
                     addr: config.listen.clone(),
                     source,
                 })?;
-        Ok(Server {
-            listener,
-            broker: Broker::new(config),
-        })
+        let broker = Broker::open(config)?;
+        Ok(Server { listener, broker })
     }
 
     /// The address actually bound.
@@ -64,6 +68,29 @@ impl Server {
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let limit = self.broker.memory_limit();
         let monitor = alarm::spawn_memory_monitor(self.broker.alarm_setter.clone(), limit);
+        let disk = self.broker.persistence.clone().map(|p| {
+            let setter = self.broker.alarm_setter.clone();
+            tokio::spawn(async move {
+                let mut raised = false;
+                loop {
+                    match p.store.disk_status() {
+                        Ok(st) => {
+                            if st.alarm != raised {
+                                raised = st.alarm;
+                                if raised {
+                                    tracing::warn!(free = st.free_bytes, limit = st.limit, "disk alarm: free space below the limit, blocking publishers");
+                                } else {
+                                    tracing::info!(free = st.free_bytes, "disk alarm cleared");
+                                }
+                            }
+                            setter.set(Alarm::Disk, st.alarm);
+                        }
+                        Err(e) => tracing::warn!("cannot read free disk space: {e}"),
+                    }
+                    tokio::time::sleep(DISK_CHECK_EVERY).await;
+                }
+            })
+        });
         tracing::info!(addr = ?self.listener.local_addr().ok(), memory_limit = limit, "tensorq broker listening");
         let signal = ShutdownSignal::new();
         tokio::pin!(stop);
@@ -91,6 +118,10 @@ impl Server {
             tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
         }
         monitor.abort();
+        if let Some(d) = disk {
+            d.abort();
+        }
+        self.broker.close_store();
     }
 }
 

@@ -14,7 +14,8 @@ use tensorq_amqp::{AMQPValue, FieldTable, ShortString};
 
 use crate::delivery::Consumer;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind, ExchangeSpec};
-use crate::queue::{args, Queue, QueueSpec};
+use crate::persist::Persistence;
+use crate::queue::{args, Queue, QueueSpec, StoreLink};
 
 /// Exchanges every vhost starts with.
 const PREDECLARED: [(&str, ExchangeKind); 7] = [
@@ -33,6 +34,7 @@ pub struct VHost {
     exchanges: RwLock<HashMap<ShortString, Arc<Exchange>>>,
     queues: RwLock<HashMap<ShortString, Arc<Queue>>>,
     slow_bytes: usize,
+    persistence: Option<Arc<Persistence>>,
 }
 
 /// The outcome of queue.declare.
@@ -88,7 +90,7 @@ fn same_flag(arg: &str, what: &str, received: bool, current: bool) -> Result<(),
 
 impl VHost {
     /// A vhost with the predeclared exchanges.
-    pub fn new(name: &str, slow_bytes: usize) -> Arc<Self> {
+    pub fn new(name: &str, slow_bytes: usize, persistence: Option<Arc<Persistence>>) -> Arc<Self> {
         let mut exchanges = HashMap::new();
         for (n, kind) in PREDECLARED {
             exchanges.insert(
@@ -108,7 +110,58 @@ impl VHost {
             exchanges: RwLock::new(exchanges),
             queues: RwLock::new(HashMap::new()),
             slow_bytes,
+            persistence,
         })
+    }
+
+    /// Saves the durable definitions when `changed` (a durable entity was affected).
+    fn persist_if(&self, changed: bool) -> Result<(), AmqpError> {
+        match &self.persistence {
+            Some(p) if changed => p.save_definitions(),
+            _ => Ok(()),
+        }
+    }
+
+    fn is_durable_queue(&self, name: &str) -> bool {
+        self.queues
+            .read()
+            .get(name)
+            .is_some_and(|q| q.spec.durable && q.spec.exclusive_owner.is_none())
+    }
+
+    /// Recreates a durable exchange found in the saved definitions.
+    pub fn restore_exchange(&self, spec: ExchangeSpec) {
+        self.exchanges
+            .write()
+            .entry(spec.name.clone())
+            .or_insert_with(|| Arc::new(Exchange::new(spec)));
+    }
+
+    /// Recreates a durable queue found in the saved definitions (or in the store alone).
+    pub fn restore_queue(&self, spec: QueueSpec) -> Result<Arc<Queue>, AmqpError> {
+        let link = self.store_link(&spec)?;
+        let q = Queue::new(spec, &self.name, self.slow_bytes, link);
+        self.queues.write().insert(q.name().clone(), q.clone());
+        Ok(q)
+    }
+
+    fn store_link(&self, spec: &QueueSpec) -> Result<Option<StoreLink>, AmqpError> {
+        let Some(p) = &self.persistence else {
+            return Ok(None);
+        };
+        if !spec.durable || spec.exclusive_owner.is_some() {
+            return Ok(None);
+        }
+        let id = p
+            .store
+            .declare_queue(&self.name, spec.name.as_str())
+            .map_err(|e| {
+                AmqpError::internal_error(format!("cannot register the queue in the store: {e}"))
+            })?;
+        Ok(Some(StoreLink {
+            persistence: p.clone(),
+            id,
+        }))
     }
 
     fn describe_exchange(&self, name: &str) -> String {
@@ -182,7 +235,8 @@ impl VHost {
                 arguments: d.arguments.clone(),
             })),
         );
-        Ok(())
+        drop(map);
+        self.persist_if(d.durable)
     }
 
     /// exchange.delete. Deleting an exchange that does not exist succeeds, as in RabbitMQ.
@@ -207,7 +261,7 @@ impl VHost {
             )));
         }
         self.remove_exchange(&x);
-        Ok(())
+        self.persist_if(x.spec.durable)
     }
 
     fn remove_exchange(&self, x: &Arc<Exchange>) {
@@ -268,18 +322,19 @@ impl VHost {
             same_args(&what, &d.arguments, &cur.spec.arguments)?;
             return Ok(counts(cur));
         }
-        let q = Queue::new(
-            QueueSpec {
-                name: name.clone(),
-                durable: d.durable,
-                exclusive_owner: d.exclusive.then_some(conn),
-                auto_delete: d.auto_delete,
-                arguments: d.arguments.clone(),
-            },
-            &self.name,
-            self.slow_bytes,
-        );
+        let spec = QueueSpec {
+            name: name.clone(),
+            durable: d.durable,
+            exclusive_owner: d.exclusive.then_some(conn),
+            auto_delete: d.auto_delete,
+            arguments: d.arguments.clone(),
+        };
+        let link = self.store_link(&spec)?;
+        let persisted = link.is_some();
+        let q = Queue::new(spec, &self.name, self.slow_bytes, link);
         map.insert(name, q.clone());
+        drop(map);
+        self.persist_if(persisted)?;
         Ok(counts(q))
     }
 
@@ -308,7 +363,8 @@ impl VHost {
                 q.describe()
             )));
         }
-        Ok(self.remove_queue(&q))
+        let removed = self.remove_queue(&q);
+        Ok(removed)
     }
 
     /// Removes a queue (delete, auto-delete, exclusive owner gone) and its bindings.
@@ -329,7 +385,11 @@ impl VHost {
                 self.auto_delete_exchange(&x);
             }
         }
-        q.delete()
+        let removed = q.delete();
+        if let Err(e) = self.persist_if(q.store.is_some()) {
+            tracing::error!("definitions not saved after deleting {}: {e}", q.describe());
+        }
+        removed
     }
 
     fn check_bindable(&self, name: &str) -> Result<Arc<Exchange>, AmqpError> {
@@ -350,7 +410,8 @@ impl VHost {
             destination: Destination::Queue(b.queue.clone()),
             routing_key: b.routing_key.clone(),
             arguments: b.arguments.clone(),
-        })
+        })?;
+        self.persist_if(x.spec.durable && self.is_durable_queue(b.queue.as_str()))
     }
 
     /// queue.unbind. Removing a binding that does not exist succeeds.
@@ -364,6 +425,7 @@ impl VHost {
             arguments: b.arguments.clone(),
         }) {
             self.auto_delete_exchange(&x);
+            return self.persist_if(x.spec.durable && self.is_durable_queue(b.queue.as_str()));
         }
         Ok(())
     }
@@ -376,7 +438,8 @@ impl VHost {
             destination: Destination::Exchange(dest.spec.name.clone()),
             routing_key: b.routing_key.clone(),
             arguments: b.arguments.clone(),
-        })
+        })?;
+        self.persist_if(src.spec.durable && dest.spec.durable)
     }
 
     /// exchange.unbind.
@@ -389,6 +452,7 @@ impl VHost {
             arguments: b.arguments.clone(),
         }) {
             self.auto_delete_exchange(&src);
+            return self.persist_if(src.spec.durable && dest.spec.durable);
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ async fn memory_alarm_blocks_publishers_not_consumers() {
     // A watermark of 1 byte: the alarm is raised at the first sample.
     let s = server_with(BrokerConfig {
         memory_high_watermark_bytes: Some(1),
+        data_dir: None,
         ..BrokerConfig::default()
     })
     .await;

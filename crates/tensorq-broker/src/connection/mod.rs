@@ -80,6 +80,8 @@ pub struct Connection {
     slow: Vec<Arc<Queue>>,
     published: bool,
     shutdown: Shutdown,
+    /// The store's durability watermark, watched while confirms wait for it.
+    durable: Option<watch::Receiver<tensorq_store::sync::DurableState>>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -115,6 +117,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shu
         exclusive_queues: Vec::new(),
         slow: Vec::new(),
         published: false,
+        durable: None,
         shutdown,
     };
     let exit = match tokio::time::timeout(HANDSHAKE_TIMEOUT, c.handshake()).await {
@@ -140,6 +143,26 @@ impl Connection {
             self.buf.reserve(READ_CHUNK);
         }
         let hb = self.tuned.heartbeat;
+        let awaiting = self
+            .channels
+            .values()
+            .any(|c| matches!(c, Slot::Open(ch) if ch.awaits_store()));
+        if awaiting && self.durable.is_none() {
+            self.durable = self
+                .broker
+                .persistence
+                .as_ref()
+                .map(|p| p.store.subscribe_durable());
+        }
+        let durable = self.durable.as_mut().filter(|_| awaiting);
+        let store_progress = async {
+            match durable {
+                Some(rx) => {
+                    let _ = rx.changed().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         let read = self.rd.read_buf(&mut self.buf);
         let timed = async {
             if hb > 0 && self.vhost.is_some() {
@@ -159,6 +182,8 @@ impl Connection {
                 }
             },
             _ = self.shutdown.recv() => Err(Exit::Error(AmqpError::connection_forced("broker shutdown"))),
+            // Confirms waiting for fsync can go out: the caller flushes them.
+            _ = store_progress => Ok(()),
         }
     }
 
@@ -198,7 +223,7 @@ impl Connection {
     fn end_batch(&mut self) {
         for slot in self.channels.values_mut() {
             if let Slot::Open(c) = slot {
-                c.flush_confirms(&self.outbox);
+                c.flush_confirms(&self.outbox, self.broker.persistence.as_ref());
             }
         }
         self.outbox.wake();
@@ -384,6 +409,7 @@ impl Connection {
                             exclusive_queues: &mut self.exclusive_queues,
                             slow: &mut self.slow,
                             published: &mut self.published,
+                    persistence: self.broker.persistence.as_ref(),
                         };
                         chan.handle(&mut ctx, other)
                     }
@@ -437,6 +463,7 @@ impl Connection {
                     exclusive_queues: &mut self.exclusive_queues,
                     slow: &mut self.slow,
                     published: &mut self.published,
+                    persistence: self.broker.persistence.as_ref(),
                 };
                 chan.content(&mut ctx, content)
             }
@@ -462,7 +489,7 @@ impl Connection {
         if let (Some(Slot::Open(mut chan)), Some(vhost)) =
             (self.channels.remove(&ch), self.vhost.as_ref())
         {
-            chan.flush_confirms(&self.outbox);
+            chan.flush_confirms(&self.outbox, self.broker.persistence.as_ref());
             chan.teardown(vhost);
         }
         self.channels.insert(ch, Slot::Closing);

@@ -20,8 +20,10 @@ use tensorq_amqp::{FieldTable, ShortString};
 use tokio::sync::Notify;
 
 use crate::delivery::{Consumer, Refusal};
-use crate::message::{Message, Queued};
+use crate::message::{Message, Payload, Queued};
 use crate::outbox::Outbox;
+use crate::persist::{self, Persistence};
+use tensorq_store::{MsgRef, QueueId};
 
 /// How a queue was declared.
 #[derive(Debug, Clone)]
@@ -44,9 +46,17 @@ struct QueueState {
     had_consumer: bool,
 }
 
+/// A durable queue's link to the store.
+pub struct StoreLink {
+    pub persistence: Arc<Persistence>,
+    pub id: QueueId,
+}
+
 /// A message queue.
 pub struct Queue {
     pub spec: QueueSpec,
+    /// Set for durable queues when the broker has a data dir.
+    pub store: Option<StoreLink>,
     vhost: String,
     state: Mutex<QueueState>,
     drained: Notify,
@@ -64,9 +74,15 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     /// A new, empty queue. `slow_bytes` is the backlog above which publishers are slowed.
-    pub fn new(spec: QueueSpec, vhost: &str, slow_bytes: usize) -> Arc<Self> {
+    pub fn new(
+        spec: QueueSpec,
+        vhost: &str,
+        slow_bytes: usize,
+        store: Option<StoreLink>,
+    ) -> Arc<Self> {
         Arc::new(Queue {
             spec,
+            store,
             vhost: vhost.to_owned(),
             state: Mutex::new(QueueState::default()),
             drained: Notify::new(),
@@ -97,18 +113,111 @@ impl Queue {
         }
     }
 
-    /// Appends a routed message and delivers what consumers can take.
-    pub fn publish(self: &Arc<Self>, msg: Arc<Message>) {
+    /// The store id of a durable queue.
+    pub fn store_id(&self) -> Option<QueueId> {
+        self.store.as_ref().map(|s| s.id)
+    }
+
+    /// Appends a routed message and delivers what consumers can take. `stored` is the message's
+    /// store handle when it was written for this queue: the queue then keeps only the handle, but
+    /// a consumer with credit right now gets the in-memory copy without a read-back.
+    pub fn publish(self: &Arc<Self>, msg: Arc<Message>, stored: Option<MsgRef>) {
         let mut st = self.state.lock();
         let seq = st.next_seq;
         st.next_seq += 1;
-        st.bytes += msg.weight();
-        st.ready.push_back(Queued {
+        let entry = Queued {
             seq,
-            msg,
+            payload: match stored {
+                Some(r) => Payload::Stored(r),
+                None => Payload::Memory(msg.clone()),
+            },
             redelivered: false,
-        });
+        };
+        if st.ready.is_empty() {
+            if let Err(entry) = self.deliver_now(&mut st, entry, &msg) {
+                st.bytes += entry.weight();
+                st.ready.push_back(entry);
+            }
+        } else {
+            st.bytes += entry.weight();
+            st.ready.push_back(entry);
+        }
         self.drive_locked(&mut st);
+    }
+
+    /// Puts recovered messages (from the store, in order) into the queue.
+    pub fn restore(self: &Arc<Self>, entries: impl IntoIterator<Item = (MsgRef, bool)>) {
+        let mut st = self.state.lock();
+        for (r, redelivered) in entries {
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let e = Queued {
+                seq,
+                payload: Payload::Stored(r),
+                redelivered,
+            };
+            st.bytes += e.weight();
+            st.ready.push_back(e);
+        }
+    }
+
+    /// Tries to hand `entry` to one consumer with credit (round-robin), using `msg` as its
+    /// content. Gives the entry back when nobody can take it now.
+    fn deliver_now(
+        self: &Arc<Self>,
+        st: &mut QueueState,
+        mut entry: Queued,
+        msg: &Message,
+    ) -> Result<(), Queued> {
+        let n = st.consumers.len();
+        for _ in 0..n {
+            let idx = st.rr % n;
+            st.rr = st.rr.wrapping_add(1);
+            let consumer = st.consumers[idx].clone();
+            let link = consumer.channel.clone();
+            match link.deliver(self, &consumer, entry, msg) {
+                Ok(()) => {
+                    link.outbox.wake();
+                    return Ok(());
+                }
+                Err((why, back)) => {
+                    if why == Refusal::Busy {
+                        link.outbox.wait_for_room(Arc::downgrade(self));
+                    }
+                    entry = back;
+                }
+            }
+        }
+        Err(entry)
+    }
+
+    /// The content of an entry: in memory, or read back from the store.
+    fn content(&self, entry: &Queued) -> Result<Arc<Message>, String> {
+        match &entry.payload {
+            Payload::Memory(m) => Ok(m.clone()),
+            Payload::Stored(r) => {
+                let store = self
+                    .store
+                    .as_ref()
+                    .ok_or("stored entry in a queue without a store")?;
+                let bytes = store.persistence.store.read(r).map_err(|e| e.to_string())?;
+                persist::decode_message(bytes).map(Arc::new)
+            }
+        }
+    }
+
+    /// Records in the store that these entries of this queue are done with (acked, rejected
+    /// without requeue, or delivered to a no-ack consumer). Entries held only in memory need
+    /// nothing.
+    pub fn forget(&self, entries: &[&Queued]) {
+        let Some(store) = &self.store else { return };
+        let refs: Vec<MsgRef> = entries.iter().filter_map(|e| e.stored().copied()).collect();
+        if refs.is_empty() {
+            return;
+        }
+        if let Err(e) = store.persistence.store.ack_many(store.id, &refs) {
+            tracing::error!(queue = %self.spec.name, "cannot record acks in the store: {e}");
+        }
     }
 
     /// Puts messages back at their old positions, marked redelivered, and delivers again.
@@ -119,7 +228,7 @@ impl Queue {
         let mut st = self.state.lock();
         for mut e in entries {
             e.redelivered = true;
-            st.bytes += e.msg.weight();
+            st.bytes += e.weight();
             let at = st.ready.partition_point(|q| q.seq < e.seq);
             st.ready.insert(at, e);
         }
@@ -155,8 +264,17 @@ impl Queue {
                 refused += 1;
                 continue;
             }
-            let weight = entry.msg.weight();
-            match link.deliver(self, &consumer, entry) {
+            let weight = entry.weight();
+            let msg = match self.content(&entry) {
+                Ok(m) => m,
+                Err(why) => {
+                    tracing::error!(queue = %self.spec.name, "dropping a message that cannot be read back: {why}");
+                    st.bytes = st.bytes.saturating_sub(weight);
+                    self.forget(&[&entry]);
+                    continue;
+                }
+            };
+            match link.deliver(self, &consumer, entry, &msg) {
                 Ok(()) => {
                     st.bytes = st.bytes.saturating_sub(weight);
                     refused = 0;
@@ -183,16 +301,23 @@ impl Queue {
         }
     }
 
-    /// basic.get: the next ready message and how many remain.
-    pub fn get(&self) -> Option<(Queued, u32)> {
+    /// basic.get: the next ready message, its content and how many remain.
+    pub fn get(&self) -> Option<(Queued, Arc<Message>, u32)> {
         let mut st = self.state.lock();
-        let e = st.ready.pop_front()?;
-        st.bytes = st.bytes.saturating_sub(e.msg.weight());
-        let left = st.ready.len() as u32;
-        if st.bytes <= self.slow_bytes / 2 {
-            self.drained.notify_waiters();
+        loop {
+            let e = st.ready.pop_front()?;
+            st.bytes = st.bytes.saturating_sub(e.weight());
+            if st.bytes <= self.slow_bytes / 2 {
+                self.drained.notify_waiters();
+            }
+            match self.content(&e) {
+                Ok(msg) => return Some((e, msg, st.ready.len() as u32)),
+                Err(why) => {
+                    tracing::error!(queue = %self.spec.name, "dropping a message that cannot be read back: {why}");
+                    self.forget(&[&e]);
+                }
+            }
         }
-        Some((e, left))
     }
 
     /// Adds a consumer, enforcing exclusive-consumer rules (403), calls `accepted` (which sends
@@ -233,10 +358,23 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut st = self.state.lock();
         let n = st.ready.len() as u32;
-        st.ready.clear();
+        let gone: Vec<Queued> = st.ready.drain(..).collect();
         st.bytes = 0;
         self.drained.notify_waiters();
+        drop(st);
+        self.forget(&gone.iter().collect::<Vec<_>>());
         n
+    }
+
+    /// Stored entries that are ready and were delivered before (for the clean-shutdown marker,
+    /// so they come back redelivered).
+    pub fn redelivered_refs(&self) -> Vec<MsgRef> {
+        let st = self.state.lock();
+        st.ready
+            .iter()
+            .filter(|e| e.redelivered)
+            .filter_map(|e| e.stored().copied())
+            .collect()
     }
 
     pub fn message_count(&self) -> u32 {
@@ -256,7 +394,14 @@ impl Queue {
         st.ready.clear();
         st.bytes = 0;
         self.drained.notify_waiters();
-        (n, std::mem::take(&mut st.consumers))
+        let consumers = std::mem::take(&mut st.consumers);
+        drop(st);
+        if let Some(store) = &self.store {
+            if let Err(e) = store.persistence.store.delete_queue(store.id) {
+                tracing::error!(queue = %self.spec.name, "cannot delete the queue's messages from the store: {e}");
+            }
+        }
+        (n, consumers)
     }
 
     pub fn is_deleted(&self) -> bool {

@@ -7,9 +7,14 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use tensorq_broker::{BrokerConfig, RunningServer};
 
 pub async fn server() -> RunningServer {
-    server_with(BrokerConfig::default()).await
+    server_with(BrokerConfig {
+        data_dir: None,
+        ..BrokerConfig::default()
+    })
+    .await
 }
 
+/// A server without a data dir unless `config` names one.
 pub async fn server_with(mut config: BrokerConfig) -> RunningServer {
     config.listen = "127.0.0.1:0".into();
     RunningServer::start(config).await.expect("server starts")
