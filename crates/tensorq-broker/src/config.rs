@@ -46,6 +46,24 @@ pub struct BrokerConfig {
     pub disk_free_limit: u64,
 }
 
+impl BrokerConfig {
+    /// Every key of the configuration, as written in TOML (kept beside the struct so the
+    /// environment layer can tell a setting from an unrelated `TENSORQ_*` variable).
+    pub const KEYS: [&'static str; 11] = [
+        "listen",
+        "max_message_size",
+        "memory_high_watermark",
+        "memory_high_watermark_bytes",
+        "queue_slow_bytes",
+        "heartbeat",
+        "vhosts",
+        "users",
+        "data_dir",
+        "sync",
+        "disk_free_limit",
+    ];
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
@@ -65,5 +83,22 @@ impl Default for BrokerConfig {
             sync: "always".into(),
             disk_free_limit: 50 * 1000 * 1000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_every_field() {
+        let mut c = BrokerConfig::default();
+        c.memory_high_watermark_bytes = Some(1);
+        let v = serde_json::to_value(&c).unwrap();
+        let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        fields.sort();
+        let mut keys = BrokerConfig::KEYS.to_vec();
+        keys.sort();
+        assert_eq!(fields, keys);
     }
 }

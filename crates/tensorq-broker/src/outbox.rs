@@ -7,6 +7,7 @@
 //! itself; the writer drives it again once the buffer has been handed to the socket. This is
 //! the consumer side of flow control: a slow client never makes the broker buffer without bound.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -17,6 +18,35 @@ use crate::queue::Queue;
 
 /// Above this many buffered bytes, queues stop delivering to the connection.
 pub const OUTBOX_HIGH: usize = 1 << 20;
+
+thread_local! {
+    /// Outboxes to wake when the current batch ends (see [`batch`]).
+    static DEFERRED: RefCell<Option<Vec<Arc<Outbox>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (one connection's batch of frames, which never awaits) with writer wake-ups
+/// deferred to its end: every delivery the batch causes lands in its outbox first, and each
+/// writer is woken once, so one read of many publishes becomes one write per consumer
+/// connection instead of one per message.
+pub fn batch<R>(f: impl FnOnce() -> R) -> R {
+    let nested = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_some() {
+            true
+        } else {
+            *d = Some(Vec::new());
+            false
+        }
+    });
+    let r = f();
+    if !nested {
+        let woken = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+        for o in woken {
+            o.wake();
+        }
+    }
+    r
+}
 
 /// The shared output buffer of one connection.
 #[derive(Default)]
@@ -53,6 +83,22 @@ impl Outbox {
     /// Wakes the writer.
     pub fn wake(&self) {
         self.notify.notify_one();
+    }
+
+    /// Wakes the writer at the end of the current [`batch`], or now outside one.
+    pub fn wake_soon(self: &Arc<Self>) {
+        let now = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+            Some(list) => {
+                if !list.iter().any(|o| Arc::ptr_eq(o, self)) {
+                    list.push(self.clone());
+                }
+                false
+            }
+            None => true,
+        });
+        if now {
+            self.wake();
+        }
     }
 
     /// True when queues should hold back deliveries.

@@ -11,10 +11,10 @@ use anyhow::{bail, Context, Result};
 use tensorq_broker::BrokerConfig;
 use toml::{Table, Value};
 
-/// The environment prefix: `TENSORQ_MAX_MESSAGE_SIZE=1000` sets `max_message_size`.
+/// The environment prefix: `TENSORQ_MAX_MESSAGE_SIZE=1000` sets `max_message_size`. Other
+/// `TENSORQ_*` variables (`TENSORQ_LOG`, those of the test scripts) are not settings and are
+/// left alone.
 const ENV_PREFIX: &str = "TENSORQ_";
-/// Environment variables that are not configuration keys.
-const ENV_IGNORED: [&str; 2] = ["TENSORQ_LOG", "TENSORQ_BIN"];
 
 fn merge(base: &mut Table, top: Table) {
     for (k, v) in top {
@@ -47,10 +47,10 @@ pub fn load(file: Option<&Path>, flags: &[(&str, String)]) -> Result<BrokerConfi
     let mut from_env = Table::new();
     for (k, v) in std::env::vars() {
         if let Some(key) = k.strip_prefix(ENV_PREFIX) {
-            if ENV_IGNORED.contains(&k.as_str()) {
-                continue;
+            let key = key.to_ascii_lowercase();
+            if BrokerConfig::KEYS.contains(&key.as_str()) {
+                from_env.insert(key, scalar(&v));
             }
-            from_env.insert(key.to_ascii_lowercase(), scalar(&v));
         }
     }
     merge(&mut table, from_env);

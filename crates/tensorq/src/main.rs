@@ -22,6 +22,10 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Server(server::ServerArgs),
+    /// Measure a broker's throughput and latency (in the manner of PerfTest).
+    Perf(tensorq_perf::PerfArgs),
+    /// Accept AMQP connections and discard publishes: the load generator's own ceiling.
+    PerfSink(tensorq_perf::PerfSinkArgs),
 }
 
 fn init_logging() {
@@ -50,6 +54,18 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Perf(args) => {
+                let json = args.json;
+                let report = tensorq_perf::run(args).await?;
+                println!("{}", report.render(json));
+                Ok(())
+            }
+            Command::PerfSink(args) => {
+                let json = args.json;
+                let report = tensorq_perf::run_sink(args).await?;
+                println!("{}", report.render(json));
+                Ok(())
+            }
         }
     });
     if let Err(e) = result {

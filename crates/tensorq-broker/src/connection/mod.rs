@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use crate::broker::Broker;
 use crate::channel::{self, Channel, ConnCtx};
 use crate::delivery::ChannelLink;
-use crate::outbox::Outbox;
+use crate::outbox::{self, Outbox};
 use crate::queue::Queue;
 use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
@@ -38,7 +38,7 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest a publisher's reads pause, per batch, while its queues are over threshold.
 const SLOW_PUBLISHER_PAUSE: Duration = Duration::from_millis(100);
 /// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 128 * 1024;
 
 /// Capabilities the client announced in start-ok.
 #[derive(Clone, Copy, Default, Debug)]
@@ -187,21 +187,29 @@ impl Connection {
         }
     }
 
+    /// Handles every complete frame in the read buffer; Some(exit) ends the connection.
+    fn process_batch(&mut self) -> Option<Exit> {
+        loop {
+            match decode_frame(&mut self.buf, self.frame_max_in) {
+                Ok(Some(frame)) => match self.on_frame(frame) {
+                    Ok(true) => {}
+                    Ok(false) => return Some(Exit::Closed),
+                    Err(e) => return Some(Exit::Error(e)),
+                },
+                Ok(None) => break,
+                Err(e) => return Some(Exit::Error(e)),
+            }
+        }
+        self.end_batch();
+        None
+    }
+
     /// The main loop after the handshake.
     async fn run(&mut self) -> Exit {
         loop {
-            loop {
-                match decode_frame(&mut self.buf, self.frame_max_in) {
-                    Ok(Some(frame)) => match self.on_frame(frame) {
-                        Ok(true) => {}
-                        Ok(false) => return Exit::Closed,
-                        Err(e) => return Exit::Error(e),
-                    },
-                    Ok(None) => break,
-                    Err(e) => return Exit::Error(e),
-                }
+            if let Some(exit) = outbox::batch(|| self.process_batch()) {
+                return exit;
             }
-            self.end_batch();
             if !self.slow.is_empty() {
                 let slow = std::mem::take(&mut self.slow);
                 for q in &slow {

@@ -177,7 +177,7 @@ impl Queue {
             let link = consumer.channel.clone();
             match link.deliver(self, &consumer, entry, msg) {
                 Ok(()) => {
-                    link.outbox.wake();
+                    link.outbox.wake_soon();
                     return Ok(());
                 }
                 Err((why, back)) => {
@@ -282,7 +282,7 @@ impl Queue {
                         Some(o) if Arc::ptr_eq(o, &link.outbox) => {}
                         _ => {
                             if let Some(o) = last_outbox.replace(link.outbox.clone()) {
-                                o.wake();
+                                o.wake_soon();
                             }
                         }
                     }
@@ -294,7 +294,7 @@ impl Queue {
             }
         }
         if let Some(o) = last_outbox {
-            o.wake();
+            o.wake_soon();
         }
         if st.bytes <= self.slow_bytes / 2 {
             self.drained.notify_waiters();
