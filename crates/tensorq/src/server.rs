@@ -28,6 +28,9 @@ pub struct ServerArgs {
     /// Largest message body in bytes.
     #[arg(long)]
     max_message_size: Option<u64>,
+    /// Block publishers while the data dir's disk has fewer free bytes than this.
+    #[arg(long)]
+    disk_free_limit: Option<u64>,
     /// Memory high watermark as a fraction of RAM.
     #[arg(long)]
     memory_high_watermark: Option<f64>,
@@ -50,6 +53,9 @@ impl ServerArgs {
         }
         if let Some(v) = &self.sync {
             f.push(("sync", toml_string(v)));
+        }
+        if let Some(v) = self.disk_free_limit {
+            f.push(("disk_free_limit", v.to_string()));
         }
         if let Some(v) = self.max_message_size {
             f.push(("max_message_size", v.to_string()));
