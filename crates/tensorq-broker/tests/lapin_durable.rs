@@ -283,3 +283,55 @@ async fn acked_messages_free_their_segments() {
     );
     s.stop().await;
 }
+
+/// Every sync policy confirms every persistent publish, including when the write completes
+/// before the publishing connection starts waiting for it (`never`, `interval=…`).
+#[tokio::test]
+async fn every_sync_policy_confirms() {
+    for sync in ["always", "interval=50", "never"] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = server_with(BrokerConfig {
+            sync: sync.into(),
+            ..config(dir.path())
+        })
+        .await;
+        let conn = connect(&s).await;
+        let ch = channel(&conn).await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        ch.queue_declare(
+            "p".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        for round in 0..20 {
+            let mut confirms = Vec::new();
+            for _ in 0..25 {
+                confirms.push(
+                    ch.basic_publish(
+                        "".into(),
+                        "p".into(),
+                        BasicPublishOptions::default(),
+                        b"m",
+                        persistent(),
+                    )
+                    .await
+                    .unwrap(),
+                );
+            }
+            for c in confirms {
+                let got = within(&format!("confirm with sync={sync}, round {round}"), c)
+                    .await
+                    .unwrap();
+                assert!(matches!(got, Confirmation::Ack(_)));
+            }
+        }
+        s.stop().await;
+    }
+}

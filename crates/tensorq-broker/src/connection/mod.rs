@@ -91,7 +91,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shu
     let outbox = Outbox::new();
     let (heartbeat_tx, heartbeat_rx) = watch::channel(0u16);
     let writer = tokio::spawn(writer::run(wr, outbox.clone(), heartbeat_rx));
+    // Subscribed before any publish, so a watermark move between a confirm check and the next
+    // wait is never missed.
+    let durable = broker
+        .persistence
+        .as_ref()
+        .map(|p| p.store.subscribe_durable());
     let mut c = Connection {
+        durable,
         id: broker.connection_id(),
         broker,
         peer,
@@ -117,7 +124,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shu
         exclusive_queues: Vec::new(),
         slow: Vec::new(),
         published: false,
-        durable: None,
         shutdown,
     };
     let exit = match tokio::time::timeout(HANDSHAKE_TIMEOUT, c.handshake()).await {
@@ -147,13 +153,6 @@ impl Connection {
             .channels
             .values()
             .any(|c| matches!(c, Slot::Open(ch) if ch.awaits_store()));
-        if awaiting && self.durable.is_none() {
-            self.durable = self
-                .broker
-                .persistence
-                .as_ref()
-                .map(|p| p.store.subscribe_durable());
-        }
         let durable = self.durable.as_mut().filter(|_| awaiting);
         let store_progress = async {
             match durable {
