@@ -92,8 +92,10 @@ mod tests {
 
     #[test]
     fn keys_name_every_field() {
-        let mut c = BrokerConfig::default();
-        c.memory_high_watermark_bytes = Some(1);
+        let c = BrokerConfig {
+            memory_high_watermark_bytes: Some(1),
+            ..BrokerConfig::default()
+        };
         let v = serde_json::to_value(&c).unwrap();
         let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         fields.sort();
