@@ -6,7 +6,7 @@
 # discard sink. Writes docs/bench/broker.md. This is a benchmark, not a test.
 #
 # Usage: bench/broker.sh [--runs N] [--duration SECS] [--count N]
-#                        [--perf-bin PATH] [--skip-tensorq] [--skip-rabbitmq]
+#                        [--skip-tensorq] [--skip-rabbitmq]
 # Env: RABBIT_URI, TQ_PORT, SINK_PORT, CARGO_TARGET_DIR, PERF_RUN / PERF_SINK
 #      (full commands overriding how perf and its sink are invoked).
 set -euo pipefail
@@ -18,7 +18,6 @@ RUNS=5
 DURATION=5
 COUNT=500000
 SIZE=16
-PERF_BIN=""
 SKIP_TQ=0
 SKIP_RABBIT=0
 RABBIT_URI=${RABBIT_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}
@@ -35,7 +34,6 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --count) COUNT=$2; shift 2 ;;
-    --perf-bin) PERF_BIN=$2; shift 2 ;;
     --skip-tensorq) SKIP_TQ=1; shift ;;
     --skip-rabbitmq) SKIP_RABBIT=1; shift ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
