@@ -1,7 +1,8 @@
 //! Command-line arguments of `tensorq perf` and of its sink, and their
-//! validation into a run mode. Owns no I/O.
+//! validation into a run mode. Owns no I/O (the `--body-file` is read by `run`).
 
 use crate::error::PerfError;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default broker URI (RabbitMQ's and tensorq's default listener).
@@ -18,12 +19,20 @@ pub struct PerfArgs {
     /// Producer connections.
     #[arg(long, short = 'x', default_value_t = 1)]
     pub producers: u32,
-    /// Consumer connections (RPC responders in --rpc mode).
+    /// Consumer connections (RPC responders in --rpc mode; with --rpc, 0 means an
+    /// external responder already consumes --queue).
     #[arg(long, short = 'y', default_value_t = 1)]
     pub consumers: u32,
     /// Message body size in bytes (≥ 8 carries a send stamp for latency).
     #[arg(long, short = 's', default_value_t = 16)]
     pub size: usize,
+    /// Publish exactly this file's bytes as every body (no send stamp, so no
+    /// publish→consume latency outside --rpc).
+    #[arg(long, value_name = "PATH", conflicts_with = "size")]
+    pub body_file: Option<PathBuf>,
+    /// content_type property of every published message.
+    #[arg(long, value_name = "CT")]
+    pub content_type: Option<String>,
     /// Publish with delivery mode 2.
     #[arg(long)]
     pub persistent: bool,
@@ -48,13 +57,15 @@ pub struct PerfArgs {
     /// Limit each producer to this many messages per second.
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Queue name (default: a fresh `perf-…` name, deleted afterwards).
+    /// Queue name (default: a fresh `perf-…` name, deleted afterwards). Required by
+    /// --rpc --consumers 0, where it must already exist and is not declared.
     #[arg(long)]
     pub queue: Option<String>,
     /// Declare the queue durable (default: non-durable auto-delete).
     #[arg(long)]
     pub durable_queue: bool,
-    /// RPC mode: requests carry reply_to and correlation_id; consumers answer.
+    /// RPC mode: requests carry reply_to and correlation_id; consumers (or, with
+    /// --consumers 0, an external responder) answer with the same correlation_id.
     #[arg(long, conflicts_with_all = ["publish_only", "consume_only", "confirm"])]
     pub rpc: bool,
     /// Outstanding requests per producer in --rpc mode.
@@ -153,11 +164,16 @@ impl PerfArgs {
                 self.multi_ack, self.prefetch
             )));
         }
-        if matches!(mode, Mode::ConsumeOnly | Mode::Rpc) && self.consumers == 0 {
+        if mode == Mode::ConsumeOnly && self.consumers == 0 {
             return Err(PerfError::Args(format!(
                 "{} needs --consumers ≥ 1",
                 mode.name()
             )));
+        }
+        if self.external_responder() && self.queue.is_none() {
+            return Err(PerfError::Args(
+                "--rpc --consumers 0 needs --queue (the external responder's queue)".into(),
+            ));
         }
         if mode == Mode::ConsumeOnly && !matches!(length, Length::Count(_)) {
             return Err(PerfError::Args("--consume-only needs --count".into()));
@@ -170,7 +186,20 @@ impl PerfArgs {
                 return Err(PerfError::Args("--queue must be 1..=255 bytes".into()));
             }
         }
+        if let Some(ct) = &self.content_type {
+            if ct.is_empty() || ct.len() > usize::from(u8::MAX) {
+                return Err(PerfError::Args(
+                    "--content-type must be 1..=255 bytes".into(),
+                ));
+            }
+        }
         Ok((mode, length))
+    }
+
+    /// True when RPC requests are answered by a responder outside perf
+    /// (`--rpc --consumers 0`): the queue is then checked, never declared or deleted.
+    pub fn external_responder(&self) -> bool {
+        self.rpc && self.consumers == 0
     }
 }
 
@@ -185,10 +214,14 @@ mod tests {
         perf: PerfArgs,
     }
 
-    fn parse(args: &[&str]) -> Result<(Mode, Length), PerfError> {
+    fn parse_args(args: &[&str]) -> Result<PerfArgs, PerfError> {
         let cli = Cli::try_parse_from(std::iter::once("perf").chain(args.iter().copied()))
             .map_err(|e| PerfError::Args(e.to_string()))?;
-        cli.perf.validate()
+        Ok(cli.perf)
+    }
+
+    fn parse(args: &[&str]) -> Result<(Mode, Length), PerfError> {
+        parse_args(args)?.validate()
     }
 
     #[test]
@@ -207,6 +240,38 @@ mod tests {
         assert!(parse(&["--multi-ack", "2000", "--prefetch", "100"]).is_err());
         assert!(parse(&["--multi-ack", "2000", "--auto-ack"]).is_ok());
         assert!(parse(&["--count", "1", "--duration", "1"]).is_err());
+        Ok(())
+    }
+    #[test]
+    fn body_file_and_content_type() -> Result<(), PerfError> {
+        let a = parse_args(&[
+            "--body-file",
+            "req.json",
+            "--content-type",
+            "application/json",
+        ])?;
+        assert_eq!(a.body_file, Some(PathBuf::from("req.json")));
+        assert_eq!(a.content_type.as_deref(), Some("application/json"));
+        assert_eq!(a.validate()?.0, Mode::EndToEnd);
+        let plain = parse_args(&[])?;
+        assert_eq!((plain.body_file, plain.content_type), (None, None));
+        assert!(parse(&["--body-file", "req.json", "--size", "64"]).is_err());
+        assert!(parse(&["--content-type", ""]).is_err());
+        let long = "x".repeat(256);
+        assert!(parse(&["--content-type", &long]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn rpc_with_an_external_responder_needs_a_queue() -> Result<(), PerfError> {
+        assert!(parse(&["--rpc", "--consumers", "0"]).is_err());
+        let a = parse_args(&["--rpc", "--consumers", "0", "--queue", "bench.seed"])?;
+        assert!(a.external_responder());
+        assert_eq!(a.validate()?.0, Mode::Rpc);
+        assert!(!parse_args(&["--rpc", "--queue", "q"])?.external_responder());
+        assert!(!parse_args(&["--consumers", "0", "--queue", "q"])?.external_responder());
+        assert_eq!(parse(&["--consumers", "0"])?.0, Mode::EndToEnd);
+        assert!(parse(&["--consume-only", "--count", "5", "--consumers", "0"]).is_err());
         Ok(())
     }
 }

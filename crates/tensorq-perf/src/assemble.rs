@@ -1,9 +1,10 @@
 //! Reassembles deliveries from their method, header and body frames and
-//! pulls out the send stamp. Optionally keeps the header and body (the RPC
-//! responder echoes them). Owns no acking, counting or replying.
+//! pulls out the send stamp (body) and perf's correlation number (header).
+//! Optionally keeps the header and body (the RPC responder echoes them).
+//! Owns no acking, counting or replying.
 
 use crate::error::PerfError;
-use crate::wire::{parse_header, read_timestamp, TIMESTAMP_LEN};
+use crate::wire::{parse_correlation, parse_header, read_timestamp, TIMESTAMP_LEN};
 use amq_protocol::frame::AMQPContentHeader;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +20,8 @@ enum State {
 pub struct Completed {
     /// Send stamp from the body, when the body carries one.
     pub stamp: Option<u64>,
+    /// Request number from a perf-made correlation id, when the header carries one.
+    pub correlation: Option<u64>,
     /// The content header (only when keeping).
     pub header: Option<AMQPContentHeader>,
     /// The body (only when keeping).
@@ -33,6 +36,7 @@ pub struct Assembler {
     remaining: u64,
     first_body: bool,
     stamp: Option<u64>,
+    correlation: Option<u64>,
     header: Option<AMQPContentHeader>,
     body: Vec<u8>,
 }
@@ -68,6 +72,11 @@ impl Assembler {
         self.remaining = header.body_size;
         self.first_body = true;
         self.stamp = None;
+        self.correlation = header
+            .properties
+            .correlation_id()
+            .as_ref()
+            .and_then(|id| parse_correlation(id.as_str().as_bytes()));
         self.body.clear();
         if self.keep {
             self.header = Some(header);
@@ -108,6 +117,7 @@ impl Assembler {
         self.state = State::Idle;
         Completed {
             stamp: self.stamp.take(),
+            correlation: self.correlation.take(),
             header: self.header.take(),
             body: std::mem::take(&mut self.body),
         }
@@ -122,11 +132,15 @@ mod tests {
     use amq_protocol::protocol::BasicProperties;
 
     fn header_payload(size: u64) -> Result<Vec<u8>, PerfError> {
+        header_payload_with(size, BasicProperties::default())
+    }
+
+    fn header_payload_with(size: u64, properties: BasicProperties) -> Result<Vec<u8>, PerfError> {
         let mut out = Vec::new();
         let h = AMQPContentHeader {
             class_id: BASIC_CLASS_ID,
             body_size: size,
-            properties: BasicProperties::default(),
+            properties,
         };
         encode(&AMQPFrame::Header(1, h), &mut out)?;
         Ok(out[FRAME_HEADER_LEN..out.len() - FRAME_END_LEN].to_vec())
@@ -158,6 +172,26 @@ mod tests {
         a.start()?;
         a.header(&header_payload(4)?)?;
         assert!(a.body(&[0; 5]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn correlation_number_comes_from_the_header() -> Result<(), PerfError> {
+        let mut a = Assembler::new(false);
+        let ours = BasicProperties::default().with_correlation_id("00000000000000ff".into());
+        a.start()?;
+        a.header(&header_payload_with(3, ours)?)?;
+        let done = a.body(b"{ }")?.ok_or(PerfError::Closed)?;
+        assert_eq!((done.correlation, done.stamp), (Some(0xff), None));
+        let foreign = BasicProperties::default().with_correlation_id("req-17".into());
+        a.start()?;
+        let done = a
+            .header(&header_payload_with(0, foreign)?)?
+            .ok_or(PerfError::Closed)?;
+        assert_eq!(done.correlation, None);
+        a.start()?;
+        let done = a.header(&header_payload(0)?)?.ok_or(PerfError::Closed)?;
+        assert_eq!(done.correlation, None);
         Ok(())
     }
 }

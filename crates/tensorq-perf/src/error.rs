@@ -36,6 +36,18 @@ pub enum PerfError {
         /// AMQP reply text.
         text: String,
     },
+    /// `--rpc --consumers 0` names a queue the broker does not have (perf
+    /// never declares the external responder's queue).
+    #[error(
+        "queue {queue} must already exist for --rpc --consumers 0 \
+         (its external responder declares and consumes it): {reason}"
+    )]
+    MissingQueue {
+        /// The `--queue` name.
+        queue: String,
+        /// What the broker said.
+        reason: String,
+    },
     /// The broker refused the credentials or offered no usable mechanism.
     #[error("authentication failed: {0}")]
     Auth(String),

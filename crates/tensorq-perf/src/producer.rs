@@ -1,11 +1,13 @@
 //! The pipelined publisher: one connection per producer, publishes encoded
 //! once as a [`PublishTemplate`] and copied into large write batches (one
-//! system call per batch), an optional confirm window or RPC window, and a
-//! reader task that settles confirms and collects RPC replies. Owns no
-//! consuming of the benchmark queue (see `consumer`) and no RPC responding
-//! (see `rpc`).
+//! system call per batch), an optional confirm window or RPC window with the
+//! send time of each outstanding publish, and a reader task that settles
+//! confirms and matches RPC replies to their requests by correlation id (the
+//! round trip is timed from the recorded send time, never from the reply
+//! body, so any responder works). Owns no consuming of the benchmark queue
+//! (see `consumer`) and no RPC responding (see `rpc`).
 
-use crate::assemble::Assembler;
+use crate::assemble::{Assembler, Completed};
 use crate::conn::{check_close, close_method, Connection, Target, DATA_CHANNEL};
 use crate::error::PerfError;
 use crate::latency::{Clock, Latency};
@@ -13,6 +15,7 @@ use crate::stop::Stop;
 use crate::wire::{encode_method, parse_method, FrameReader, PublishTemplate, RawFrame};
 use amq_protocol::protocol::{basic, connection, AMQPClass, BasicProperties};
 use std::collections::BTreeSet;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +42,12 @@ pub struct ProducerPlan {
     pub target: Target,
     /// Queue (routing key on the default exchange).
     pub queue: String,
-    /// Body size in bytes.
+    /// Body size in bytes (generated bodies).
     pub size: usize,
+    /// Fixed body sent verbatim instead of a generated, stamped one.
+    pub body: Option<FixedBody>,
+    /// content_type property, if any.
+    pub content_type: Option<String>,
     /// Delivery mode 2.
     pub persistent: bool,
     /// Confirm window (0 = no confirms).
@@ -55,6 +62,16 @@ pub struct ProducerPlan {
     pub clock: Clock,
 }
 
+/// A body shared by every producer of a run (the `--body-file` bytes).
+#[derive(Clone)]
+pub struct FixedBody(pub Arc<[u8]>);
+
+impl fmt::Debug for FixedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FixedBody({} bytes)", self.0.len())
+    }
+}
+
 /// What one producer achieved.
 pub struct ProducerOutcome {
     /// Messages written to the socket.
@@ -67,19 +84,26 @@ pub struct ProducerOutcome {
     pub nacked: u64,
     /// Clock stamp of the last confirm or reply.
     pub last_settle_ns: u64,
-    /// RPC replies received.
+    /// RPC replies matched to an outstanding request.
     pub replies: u64,
+    /// RPC replies whose correlation id named no outstanding request.
+    pub unmatched: u64,
     /// Publish-to-confirm latency.
     pub confirm_latency: Latency,
     /// RPC round-trip latency.
     pub rpc_latency: Latency,
 }
 
-/// Settled count shared by the writer and the reader task.
+/// Settled count shared by the writer and the reader task, and the send time
+/// of every outstanding publish in a ring of at least `window` slots (a slot
+/// is reused only once its publish is settled, because the window is full
+/// until then).
 struct Progress {
     settled: AtomicU64,
     notify: Notify,
     stamps: Box<[AtomicU64]>,
+    /// Sequence number whose stamp a slot holds; 0 when free or claimed.
+    seqs: Box<[AtomicU64]>,
     mask: u64,
 }
 
@@ -87,18 +111,46 @@ impl Progress {
     fn new(window: u32) -> Self {
         let slots = u64::from(window.max(1)).next_power_of_two();
         let stamps = (0..slots).map(|_| AtomicU64::new(0)).collect();
+        let seqs = (0..slots).map(|_| AtomicU64::new(0)).collect();
         Self {
             settled: AtomicU64::new(0),
             notify: Notify::new(),
             stamps,
+            seqs,
             mask: slots - 1,
         }
     }
 
+    fn index(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq & self.mask).ok()
+    }
+
     fn stamp_slot(&self, seq: u64) -> Option<&AtomicU64> {
-        usize::try_from(seq & self.mask)
-            .ok()
-            .and_then(|i| self.stamps.get(i))
+        self.index(seq).and_then(|i| self.stamps.get(i))
+    }
+
+    /// Record that publish `seq` (≥ 1) was sent at `stamp_ns`.
+    fn sent(&self, seq: u64, stamp_ns: u64) {
+        if let Some(i) = self.index(seq) {
+            if let (Some(stamp), Some(owner)) = (self.stamps.get(i), self.seqs.get(i)) {
+                stamp.store(stamp_ns, Ordering::Relaxed);
+                owner.store(seq, Ordering::Release);
+            }
+        }
+    }
+
+    /// The send time of outstanding publish `seq`, taken at most once; `None`
+    /// when `seq` was never sent, was already claimed or its slot was reused.
+    fn claim(&self, seq: u64) -> Option<u64> {
+        if seq == 0 {
+            return None;
+        }
+        let i = self.index(seq)?;
+        let owner = self.seqs.get(i)?;
+        owner
+            .compare_exchange(seq, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        self.stamps.get(i).map(|s| s.load(Ordering::Relaxed))
     }
 }
 
@@ -166,6 +218,9 @@ impl Producer {
         if plan.persistent {
             properties = properties.with_delivery_mode(DELIVERY_MODE_PERSISTENT);
         }
+        if let Some(ct) = &plan.content_type {
+            properties = properties.with_content_type(ct.as_str().into());
+        }
         let window = match plan.rpc_window {
             Some(w) => {
                 let (reply_queue, _) = conn.declare_queue("", false, false, true, true).await?;
@@ -180,14 +235,25 @@ impl Producer {
                 plan.confirm
             }
         };
-        let template = PublishTemplate::new(
-            DATA_CHANNEL,
-            &plan.queue,
-            properties,
-            plan.size,
-            conn.frame_max(),
-            plan.rpc_window.is_some(),
-        )?;
+        let rpc = plan.rpc_window.is_some();
+        let template = match &plan.body {
+            Some(FixedBody(body)) => PublishTemplate::fixed(
+                DATA_CHANNEL,
+                &plan.queue,
+                properties,
+                body,
+                conn.frame_max(),
+                rpc,
+            )?,
+            None => PublishTemplate::new(
+                DATA_CHANNEL,
+                &plan.queue,
+                properties,
+                plan.size,
+                conn.frame_max(),
+                rpc,
+            )?,
+        };
         Ok(Self {
             plan,
             conn,
@@ -261,9 +327,7 @@ impl Producer {
             for _ in 0..n {
                 seq += 1;
                 if window > 0 {
-                    if let Some(slot) = progress.stamp_slot(seq) {
-                        slot.store(stamp, Ordering::Relaxed);
-                    }
+                    progress.sent(seq, stamp);
                 }
                 template.append(&mut buf, stamp, seq);
             }
@@ -287,6 +351,7 @@ impl Producer {
             nacked: joined.nacked,
             last_settle_ns: joined.last_settle_ns,
             replies: joined.replies,
+            unmatched: joined.unmatched,
             confirm_latency: joined.confirm_latency,
             rpc_latency: joined.rpc_latency,
         })
@@ -332,16 +397,38 @@ struct ReaderOutcome {
     confirmed: u64,
     nacked: u64,
     replies: u64,
+    unmatched: u64,
     last_settle_ns: u64,
     confirm_latency: Latency,
     rpc_latency: Latency,
 }
 
-fn settle_reply(out: &mut ReaderOutcome, stamp: Option<u64>, now_ns: u64) {
-    if let Some(stamp) = stamp {
-        out.rpc_latency.record_span_ns(stamp, now_ns);
+impl ReaderOutcome {
+    fn new() -> Result<Self, PerfError> {
+        Ok(Self {
+            confirmed: 0,
+            nacked: 0,
+            replies: 0,
+            unmatched: 0,
+            last_settle_ns: 0,
+            confirm_latency: Latency::new()?,
+            rpc_latency: Latency::new()?,
+        })
     }
-    out.replies += 1;
+}
+
+/// Settle the request a reply names by its correlation number and time the
+/// round trip from that request's send time (the reply body is not read, so
+/// a responder may answer with any body). A reply naming no outstanding
+/// request (foreign or missing id, duplicate) settles nothing.
+fn settle_reply(out: &mut ReaderOutcome, progress: &Progress, reply: &Completed, now_ns: u64) {
+    match reply.correlation.and_then(|seq| progress.claim(seq)) {
+        Some(sent_ns) => {
+            out.rpc_latency.record_span_ns(sent_ns, now_ns);
+            out.replies += 1;
+        }
+        None => out.unmatched += 1,
+    }
 }
 
 /// Settle confirms and RPC replies until close-ok.
@@ -358,14 +445,7 @@ async fn read_loop(
         confirmed: 0,
         nacked: 0,
     };
-    let mut out = ReaderOutcome {
-        confirmed: 0,
-        nacked: 0,
-        replies: 0,
-        last_settle_ns: 0,
-        confirm_latency: Latency::new()?,
-        rpc_latency: Latency::new()?,
-    };
+    let mut out = ReaderOutcome::new()?;
     let mut replies = Assembler::new(false);
     loop {
         let before = tracker.settled() + out.replies;
@@ -405,12 +485,12 @@ async fn read_loop(
                 }
                 RawFrame::Header(_, payload) if rpc => {
                     if let Some(done) = replies.header(payload)? {
-                        settle_reply(&mut out, done.stamp, now);
+                        settle_reply(&mut out, &progress, &done, now);
                     }
                 }
                 RawFrame::Body(_, payload) if rpc => {
                     if let Some(done) = replies.body(payload)? {
-                        settle_reply(&mut out, done.stamp, now);
+                        settle_reply(&mut out, &progress, &done, now);
                     }
                 }
                 _ => {}
@@ -447,6 +527,45 @@ mod tests {
         assert_eq!((t.confirmed, t.nacked, t.upto), (4, 1, 5));
         t.settle(6, false, true, &progress, 10, &mut lat);
         assert_eq!((t.settled(), t.upto), (6, 6));
+        Ok(())
+    }
+
+    /// A reply whose body is not a stamp; if it were read as one, every span would be 1 µs.
+    fn reply(correlation: Option<u64>) -> Completed {
+        Completed {
+            stamp: Some(u64::MAX),
+            correlation,
+            header: None,
+            body: br#"{"predictions":[[0.4]]}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn rpc_latency_comes_from_the_send_time_of_the_named_request() -> Result<(), PerfError> {
+        let progress = Progress::new(4);
+        let mut out = ReaderOutcome::new()?;
+        for seq in 1..=4u64 {
+            progress.sent(seq, seq * 100_000);
+        }
+        settle_reply(&mut out, &progress, &reply(Some(3)), 1_000_000);
+        settle_reply(&mut out, &progress, &reply(Some(1)), 1_000_000);
+        assert_eq!((out.replies, out.unmatched), (2, 0));
+        let lat = out.rpc_latency.summary().ok_or(PerfError::Closed)?;
+        assert_eq!(lat.samples, 2);
+        assert_eq!(lat.p50_us, 700);
+        assert_eq!(lat.max_us, 900);
+        // A duplicate, a foreign or missing id, request 0 and one never sent settle nothing.
+        for id in [Some(3), None, Some(0), Some(9)] {
+            settle_reply(&mut out, &progress, &reply(id), 1_000_000);
+        }
+        assert_eq!((out.replies, out.unmatched), (2, 4));
+        // Slot of request 1 reused by request 5: a late reply to 1 no longer matches.
+        progress.sent(5, 1_100_000);
+        settle_reply(&mut out, &progress, &reply(Some(1)), 1_200_000);
+        settle_reply(&mut out, &progress, &reply(Some(5)), 1_200_000);
+        assert_eq!((out.replies, out.unmatched), (3, 5));
+        let lat = out.rpc_latency.summary().ok_or(PerfError::Closed)?;
+        assert_eq!((lat.samples, lat.p50_us, lat.max_us), (3, 700, 900));
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ pub struct PerfReport {
     pub producers: u32,
     /// Consumer connections.
     pub consumers: u32,
-    /// Body size in bytes.
+    /// Body size in bytes (the `--body-file` length when one is given).
     pub size: usize,
     /// Messages published (written to the broker).
     pub published: u64,
@@ -22,8 +22,10 @@ pub struct PerfReport {
     pub confirmed: u64,
     /// Messages negatively confirmed.
     pub nacked: u64,
-    /// Messages consumed (RPC: replies received).
+    /// Messages consumed (RPC: replies matched to a request by correlation id).
     pub consumed: u64,
+    /// RPC replies whose correlation id named no outstanding request (not in `consumed`).
+    pub unmatched: u64,
     /// Seconds the measured phase lasted.
     pub elapsed_s: f64,
     /// Published per second.
@@ -98,6 +100,9 @@ impl fmt::Display for PerfReport {
         } else {
             "publish→consume"
         };
+        if self.unmatched > 0 {
+            writeln!(f, "{:<20} {:>12} msgs", "unmatched replies", self.unmatched)?;
+        }
         write_latency(f, lat_label, &self.latency)?;
         write_latency(f, "publish→confirm", &self.confirm_latency)
     }

@@ -68,6 +68,7 @@ mod tests {
         };
         let request = Completed {
             stamp: Some(99),
+            correlation: Some(5),
             header: Some(header),
             body: body.clone(),
         };
@@ -97,6 +98,7 @@ mod tests {
         assert_eq!(f, AMQPFrame::Body(DATA_CHANNEL, body));
         let bare = Completed {
             stamp: None,
+            correlation: None,
             header: None,
             body: Vec::new(),
         };

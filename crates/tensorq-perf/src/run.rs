@@ -1,14 +1,16 @@
-//! Orchestration of one perf run: queue setup on a control connection,
-//! starting consumers and producers for the chosen mode, the publish-only and
-//! consume-only waits on the queue depth, stall detection, and folding the
-//! per-connection outcomes into a [`PerfReport`]. Owns no frame handling.
+//! Orchestration of one perf run: loading the `--body-file`, queue setup on a
+//! control connection (or, for an external RPC responder, a passive check that
+//! its queue exists), starting consumers and producers for the chosen mode,
+//! the publish-only and consume-only waits on the queue depth, stall
+//! detection, and folding the per-connection outcomes into a [`PerfReport`].
+//! Owns no frame handling.
 
 use crate::args::{Length, Mode, PerfArgs};
 use crate::conn::{Connection, Target};
 use crate::consumer::{ConsumeShared, Consumer, ConsumerOutcome, ConsumerPlan};
 use crate::error::PerfError;
 use crate::latency::{Clock, Latency};
-use crate::producer::{Producer, ProducerOutcome, ProducerPlan};
+use crate::producer::{FixedBody, Producer, ProducerOutcome, ProducerPlan};
 use crate::report::PerfReport;
 use crate::stop::Stop;
 use std::sync::atomic::Ordering;
@@ -30,24 +32,47 @@ const NANOS_PER_SEC: f64 = 1e9;
 pub async fn run(args: PerfArgs) -> Result<PerfReport, PerfError> {
     let (mode, length) = args.validate()?;
     let target = Target::parse(&args.uri)?;
+    let body = match &args.body_file {
+        Some(path) => Some(FixedBody(Arc::from(std::fs::read(path).map_err(|e| {
+            PerfError::Args(format!("--body-file {}: {e}", path.display()))
+        })?))),
+        None => None,
+    };
     let generated = args.queue.is_none();
     let queue = args.queue.clone().unwrap_or_else(fresh_queue_name);
     let mut control = Connection::open(&target).await?;
-    control
-        .declare_queue(
-            &queue,
-            false,
-            args.durable_queue,
-            false,
-            !args.durable_queue,
-        )
-        .await?;
+    if args.external_responder() {
+        if let Err(e) = control
+            .declare_queue(&queue, true, false, false, false)
+            .await
+        {
+            let _ = control.close().await;
+            return Err(match e {
+                PerfError::BrokerClosed { code, text, .. } => PerfError::MissingQueue {
+                    queue,
+                    reason: format!("{code} {text}"),
+                },
+                other => other,
+            });
+        }
+    } else {
+        control
+            .declare_queue(
+                &queue,
+                false,
+                args.durable_queue,
+                false,
+                !args.durable_queue,
+            )
+            .await?;
+    }
     let ctx = Ctx {
         args: &args,
         target,
         queue: queue.clone(),
         clock: Clock::start(),
         length,
+        body,
     };
     let result = match mode {
         Mode::EndToEnd | Mode::Rpc => ctx.end_to_end(mode).await,
@@ -76,6 +101,8 @@ struct Ctx<'a> {
     queue: String,
     clock: Clock,
     length: Length,
+    /// The `--body-file` bytes, when given.
+    body: Option<FixedBody>,
 }
 
 /// Folded producer outcomes.
@@ -84,6 +111,7 @@ struct Produced {
     confirmed: u64,
     nacked: u64,
     replies: u64,
+    unmatched: u64,
     end_ns: u64,
     last_settle_ns: u64,
     confirm_latency: Latency,
@@ -127,6 +155,8 @@ impl Ctx<'_> {
                 target: self.target.clone(),
                 queue: self.queue.clone(),
                 size: self.args.size,
+                body: self.body.clone(),
+                content_type: self.args.content_type.clone(),
                 persistent: self.args.persistent,
                 confirm,
                 rpc_window: rpc.then_some(self.args.rpc_window),
@@ -181,11 +211,12 @@ impl Ctx<'_> {
             } else {
                 self.args.consumers
             },
-            size: self.args.size,
+            size: self.body.as_ref().map_or(self.args.size, |b| b.0.len()),
             published: 0,
             confirmed: 0,
             nacked: 0,
             consumed: 0,
+            unmatched: 0,
             elapsed_s: 0.0,
             publish_rate: 0.0,
             confirm_rate: 0.0,
@@ -213,7 +244,9 @@ impl Ctx<'_> {
 
     async fn end_to_end(&self, mode: Mode) -> Result<PerfReport, PerfError> {
         let rpc = mode == Mode::Rpc;
-        let consumers = self.connect_consumers(!rpc, rpc).await?;
+        // Fixed bodies carry no send stamp; RPC times round trips by correlation id.
+        let stamped = !rpc && self.body.is_none();
+        let consumers = self.connect_consumers(stamped, rpc).await?;
         let producers = self.connect_producers(self.args.confirm, rpc).await?;
         let shared = Arc::new(ConsumeShared::default());
         let stop = Arc::new(Stop::default());
@@ -246,6 +279,7 @@ impl Ctx<'_> {
         };
         let end_ns = deadline_ns.unwrap_or(end_ns.max(produced.end_ns));
         report.consumed = count;
+        report.unmatched = produced.unmatched;
         report.elapsed_s = end_ns.saturating_sub(start_ns) as f64 / NANOS_PER_SEC;
         report.consume_rate = rate(count, end_ns.saturating_sub(start_ns));
         report.latency = latency.summary();
@@ -325,6 +359,7 @@ async fn join_producers(
         confirmed: 0,
         nacked: 0,
         replies: 0,
+        unmatched: 0,
         end_ns: 0,
         last_settle_ns: 0,
         confirm_latency: Latency::new()?,
@@ -342,6 +377,7 @@ async fn join_producers(
                 out.confirmed += p.confirmed;
                 out.nacked += p.nacked;
                 out.replies += p.replies;
+                out.unmatched += p.unmatched;
                 out.end_ns = out.end_ns.max(p.end_ns);
                 out.last_settle_ns = out.last_settle_ns.max(p.last_settle_ns);
                 out.confirm_latency.merge(&p.confirm_latency)?;

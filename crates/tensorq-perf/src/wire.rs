@@ -1,6 +1,8 @@
 //! Wire helpers over `amq-protocol`: encoding frames into a reusable buffer,
-//! pre-encoded publish templates whose body is patched in place, and a
-//! large-buffer frame reader that yields borrowed raw frames. Owns no protocol
+//! pre-encoded publish templates (a generated body whose send stamp is patched
+//! in place, or a fixed body sent verbatim) with their patched correlation ids
+//! and the format of those ids, and a large-buffer frame reader that yields
+//! borrowed raw frames. Owns no protocol
 //! state (handshake, acks, confirms live in `conn`, `producer`, `consumer`).
 //! The codec itself is `amq-protocol`'s; nothing here hand-encodes a frame.
 
@@ -75,8 +77,8 @@ pub fn max_body_chunk(frame_max: u32) -> usize {
     max.saturating_sub(FRAME_HEADER_LEN + FRAME_END_LEN).max(1)
 }
 
-/// A publish encoded once; each copy gets its timestamp (and, for RPC, its
-/// correlation id) patched in place.
+/// A publish encoded once; each copy gets its timestamp (generated bodies
+/// only) and, for RPC, its correlation id patched in place.
 #[derive(Debug, Clone)]
 pub struct PublishTemplate {
     bytes: Vec<u8>,
@@ -85,13 +87,55 @@ pub struct PublishTemplate {
 }
 
 impl PublishTemplate {
-    /// Encode a publish of `size` zero bytes to `routing_key` on the default exchange.
+    /// Encode a publish of `size` zero bytes to `routing_key` on the default exchange;
+    /// each copy carries its send stamp in the first [`TIMESTAMP_LEN`] body bytes.
     /// With `with_correlation`, a fixed-width correlation id slot is reserved.
     pub fn new(
         channel: u16,
         routing_key: &str,
-        mut properties: BasicProperties,
+        properties: BasicProperties,
         size: usize,
+        frame_max: u32,
+        with_correlation: bool,
+    ) -> Result<Self, PerfError> {
+        let zeros = vec![0u8; size];
+        Self::build(
+            channel,
+            routing_key,
+            properties,
+            &zeros,
+            true,
+            frame_max,
+            with_correlation,
+        )
+    }
+
+    /// Encode a publish whose body is exactly `body` (never patched: no send stamp).
+    pub fn fixed(
+        channel: u16,
+        routing_key: &str,
+        properties: BasicProperties,
+        body: &[u8],
+        frame_max: u32,
+        with_correlation: bool,
+    ) -> Result<Self, PerfError> {
+        Self::build(
+            channel,
+            routing_key,
+            properties,
+            body,
+            false,
+            frame_max,
+            with_correlation,
+        )
+    }
+
+    fn build(
+        channel: u16,
+        routing_key: &str,
+        mut properties: BasicProperties,
+        body: &[u8],
+        stamped: bool,
         frame_max: u32,
         with_correlation: bool,
     ) -> Result<Self, PerfError> {
@@ -115,7 +159,7 @@ impl PublishTemplate {
         let mut header = Vec::new();
         let content = AMQPContentHeader {
             class_id: BASIC_CLASS_ID,
-            body_size: size as u64,
+            body_size: body.len() as u64,
             properties,
         };
         encode(&AMQPFrame::Header(channel, content), &mut header)?;
@@ -131,15 +175,16 @@ impl PublishTemplate {
         let mut bytes = method;
         bytes.extend_from_slice(&header);
         let body_start = bytes.len();
-        let zeros = vec![0u8; size];
-        for part in zeros.chunks(max_body_chunk(frame_max)) {
+        for part in body.chunks(max_body_chunk(frame_max)) {
             encode(&AMQPFrame::Body(channel, part.to_vec()), &mut bytes)?;
         }
-        let timestamp_at = if size >= TIMESTAMP_LEN && max_body_chunk(frame_max) >= TIMESTAMP_LEN {
-            Some(body_start + FRAME_HEADER_LEN)
-        } else {
-            None
-        };
+        let timestamp_at =
+            if stamped && body.len() >= TIMESTAMP_LEN && max_body_chunk(frame_max) >= TIMESTAMP_LEN
+            {
+                Some(body_start + FRAME_HEADER_LEN)
+            } else {
+                None
+            };
         Ok(Self {
             bytes,
             timestamp_at,
@@ -180,6 +225,18 @@ pub fn format_correlation(seq: u64) -> [u8; CORRELATION_ID_LEN] {
         *slot = HEX.get(nibble).copied().unwrap_or(b'0');
     }
     out
+}
+
+/// The request number in a correlation id made by [`format_correlation`], or
+/// `None` when `id` is not exactly [`CORRELATION_ID_LEN`] hex digits.
+pub fn parse_correlation(id: &[u8]) -> Option<u64> {
+    if id.len() != CORRELATION_ID_LEN {
+        return None;
+    }
+    id.iter().try_fold(0u64, |acc, b| {
+        let digit = char::from(*b).to_digit(16)?;
+        Some((acc << 4) | u64::from(digit))
+    })
 }
 
 /// The send stamp carried by a body's first bytes, if present.
@@ -342,6 +399,57 @@ mod tests {
             other => panic!("unexpected frames {other:?}"),
         }
         Ok(())
+    }
+
+    #[test]
+    fn fixed_body_is_sent_verbatim_with_properties() -> Result<(), PerfError> {
+        let body = br#"{"instances":[[0.1,0.2]]}"#;
+        let props = BasicProperties::default()
+            .with_reply_to("replies".into())
+            .with_content_type("application/json".into());
+        let t = PublishTemplate::fixed(1, "bench.seed", props, body, CLIENT_FRAME_MAX, true)?;
+        let mut buf = Vec::new();
+        t.append(&mut buf, u64::MAX, 0x1f);
+        let (rest, _) =
+            parse_frame(buf.as_slice()).map_err(|e| PerfError::Malformed(e.to_string()))?;
+        let (rest, header) = parse_frame(rest).map_err(|e| PerfError::Malformed(e.to_string()))?;
+        let (rest, payload) = parse_frame(rest).map_err(|e| PerfError::Malformed(e.to_string()))?;
+        assert!(rest.is_empty());
+        match (header, payload) {
+            (AMQPFrame::Header(1, h), AMQPFrame::Body(1, b)) => {
+                assert_eq!(h.body_size, body.len() as u64);
+                let ct = h.properties.content_type().clone().map(|s| s.to_string());
+                assert_eq!(ct.as_deref(), Some("application/json"));
+                let corr = h.properties.correlation_id().clone().map(|s| s.to_string());
+                assert_eq!(corr.as_deref(), Some("000000000000001f"));
+                assert_eq!(b.as_slice(), body);
+            }
+            other => panic!("unexpected frames {other:?}"),
+        }
+        let empty = PublishTemplate::fixed(
+            1,
+            "q",
+            BasicProperties::default(),
+            &[],
+            CLIENT_FRAME_MAX,
+            false,
+        )?;
+        let mut one = Vec::new();
+        empty.append(&mut one, 7, 1);
+        assert_eq!(one.len(), empty.len());
+        Ok(())
+    }
+
+    #[test]
+    fn correlation_ids_round_trip() {
+        for seq in [1, 0xabc, u64::from(u32::MAX) + 7, u64::MAX] {
+            assert_eq!(parse_correlation(&format_correlation(seq)), Some(seq));
+        }
+        assert_eq!(parse_correlation(b"0000000000000ABC"), Some(0xabc));
+        assert_eq!(parse_correlation(b"abc"), None);
+        assert_eq!(parse_correlation(b"00000000000000000"), None);
+        assert_eq!(parse_correlation(b"000000000000000g"), None);
+        assert_eq!(parse_correlation(b"+00000000000000f"), None);
     }
 
     #[test]

@@ -6,12 +6,16 @@
 
 use clap::Parser;
 use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tensorq_perf::{run, PerfArgs, DEFAULT_URI};
+use tensorq_perf::{run, PerfArgs, PerfError, DEFAULT_URI};
 
 /// Messages in the lapin cross-check.
 const XCHECK_COUNT: u64 = 3_000;
@@ -228,6 +232,155 @@ async fn rpc_mode_gets_a_reply_for_every_request() -> Result<(), Box<dyn std::er
         2_000
     );
     Ok(())
+}
+
+/// Requests in the external-responder test.
+const EXTERNAL_COUNT: u64 = 500;
+/// What the external responder answers, whatever the request.
+const EXTERNAL_REPLY: &[u8] = br#"{"predictions":[[0.4]]}"#;
+
+#[tokio::test]
+async fn rpc_with_an_external_responder_times_replies_by_correlation_id(
+) -> Result<(), Box<dyn std::error::Error>> {
+    if !broker_available() {
+        return Ok(());
+    }
+    let queue = unique("external");
+    let request = br#"{"instances":[[0.1,0.2,0.3,0.4]]}"#;
+    let body_file = std::env::temp_dir().join(format!("{queue}.json"));
+    std::fs::write(&body_file, request)?;
+    let conn = Connection::connect(&broker_url(), ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    let mut requests = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "lapin-responder".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await?;
+    let reply_ch = ch.clone();
+    let bad = Arc::new(AtomicU64::new(0));
+    let bad_seen = Arc::clone(&bad);
+    let responder = tokio::spawn(async move {
+        while let Some(delivery) = requests.next().await {
+            let d = delivery.map_err(|e| e.to_string())?;
+            let ct = d.properties.content_type().as_ref().map(|c| c.to_string());
+            if d.data != request || ct.as_deref() != Some("application/json") {
+                bad_seen.fetch_add(1, Ordering::Relaxed);
+            }
+            let Some(reply_to) = d.properties.reply_to().clone() else {
+                bad_seen.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let mut props = BasicProperties::default();
+            if let Some(id) = d.properties.correlation_id().clone() {
+                props = props.with_correlation_id(id);
+            }
+            reply_ch
+                .basic_publish(
+                    "".into(),
+                    reply_to,
+                    BasicPublishOptions::default(),
+                    EXTERNAL_REPLY,
+                    props,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    });
+    let count = EXTERNAL_COUNT.to_string();
+    let path = body_file.display().to_string();
+    let report = run(args(&[
+        "--rpc",
+        "--consumers",
+        "0",
+        "--queue",
+        &queue,
+        "--body-file",
+        &path,
+        "--content-type",
+        "application/json",
+        "--count",
+        &count,
+        "--rpc-window",
+        "8",
+    ]))
+    .await;
+    let _ = std::fs::remove_file(&body_file);
+    let report = report?;
+    assert_eq!(bad.load(Ordering::Relaxed), 0, "responder saw bad requests");
+    responder.abort();
+    assert_eq!(report.published, EXTERNAL_COUNT);
+    assert_eq!(report.consumed, EXTERNAL_COUNT);
+    assert_eq!(report.unmatched, 0);
+    assert_eq!(report.consumers, 0);
+    assert_eq!(report.size, request.len());
+    let lat = report.latency.ok_or("no round-trip latency")?;
+    assert_eq!(lat.samples, EXTERNAL_COUNT);
+    // Were the reply body's first bytes read as a send stamp, every span would be 1 µs.
+    assert!(
+        lat.p50_us > 1,
+        "round trip not timed from the send: {lat:?}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.render(true))?;
+    assert_eq!(json["mode"], "rpc");
+    assert_eq!(json["consumed"], EXTERNAL_COUNT);
+    // perf neither declared (auto-delete) nor deleted the responder's queue.
+    let ok = ch
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    assert_eq!(ok.message_count(), 0);
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rpc_with_an_external_responder_needs_an_existing_queue() {
+    if !broker_available() {
+        return;
+    }
+    let queue = unique("no-such-responder");
+    match run(args(&[
+        "--rpc",
+        "--consumers",
+        "0",
+        "--queue",
+        &queue,
+        "--count",
+        "1",
+    ]))
+    .await
+    {
+        Err(PerfError::MissingQueue { queue: q, reason }) => {
+            assert_eq!(q, queue);
+            assert!(reason.contains("404"), "{reason}");
+        }
+        other => panic!(
+            "expected MissingQueue, got {:?}",
+            other.map(|r| r.published)
+        ),
+    }
 }
 
 #[tokio::test]
