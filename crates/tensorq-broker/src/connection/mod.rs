@@ -35,6 +35,9 @@ use crate::vhost::VHost;
 
 /// How long the server waits for close-ok after sending connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
+/// After answering a client's connection.close, how long the broker lets the client close the
+/// socket first (as RabbitMQ does) before closing it itself.
+const CLIENT_CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// The longest a publisher's reads pause, per batch, while its queues are over threshold.
 const SLOW_PUBLISHER_PAUSE: Duration = Duration::from_millis(100);
 /// Read buffer growth step.
@@ -51,6 +54,8 @@ pub(crate) struct Caps {
 pub(crate) enum Exit {
     /// The socket closed, or the close handshake completed.
     Closed,
+    /// The client sent connection.close and close-ok is queued: wait for its FIN.
+    ClientClosed,
     /// A connection error: send connection.close with it.
     Error(AmqpError),
 }
@@ -79,6 +84,8 @@ pub struct Connection {
     exclusive_queues: Vec<Arc<Queue>>,
     slow: Vec<Arc<Queue>>,
     published: bool,
+    /// The client sent connection.close (close-ok is queued).
+    client_closing: bool,
     shutdown: Shutdown,
     /// The store's durability watermark, watched while confirms wait for it.
     durable: Option<watch::Receiver<tensorq_store::sync::DurableState>>,
@@ -124,6 +131,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shu
         exclusive_queues: Vec::new(),
         slow: Vec::new(),
         published: false,
+        client_closing: false,
         shutdown,
     };
     let exit = match tokio::time::timeout(HANDSHAKE_TIMEOUT, c.handshake()).await {
@@ -134,10 +142,25 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shu
             Exit::Closed
         }
     };
+    let client_closed = matches!(exit, Exit::ClientClosed);
     if let Exit::Error(e) = exit {
         c.close_with(e).await;
     }
     c.teardown();
+    if client_closed {
+        // close-ok is on its way: clients such as lapin report a broken connection when the
+        // server's FIN arrives before they have processed it, so let the client close first.
+        outbox.wake();
+        let mut sink = [0u8; 512];
+        let _ = tokio::time::timeout(CLIENT_CLOSE_LINGER, async {
+            while let Ok(n) = c.rd.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     outbox.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
@@ -192,6 +215,7 @@ impl Connection {
             match decode_frame(&mut self.buf, self.frame_max_in) {
                 Ok(Some(frame)) => match self.on_frame(frame) {
                     Ok(true) => {}
+                    Ok(false) if self.client_closing => return Some(Exit::ClientClosed),
                     Ok(false) => return Some(Exit::Closed),
                     Err(e) => return Some(Exit::Error(e)),
                 },
@@ -292,6 +316,7 @@ impl Connection {
         match m {
             AMQPClass::Connection(conn::AMQPMethod::Close(c)) => {
                 tracing::debug!(conn = self.id, code = c.reply_code, text = %c.reply_text, "client closed the connection");
+                self.client_closing = true;
                 self.outbox.push(|out| {
                     encode::method_owned(
                         out,
