@@ -108,7 +108,7 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _start_tensorq() -> Broker:
+def _start_tensorq(extra_args: tuple[str, ...] = ()) -> Broker:
     binary = tensorq_bin()
     if not binary.exists():
         pytest.fail(f"tensorq binary not found at {binary} (build it with `cargo build -p tensorq`, "
@@ -119,7 +119,7 @@ def _start_tensorq() -> Broker:
     stderr = open(stderr_path, "wb")
     proc = subprocess.Popen(
         [str(binary), "server", "--listen", "127.0.0.1:0", "--port-file", port_file,
-         "--data-dir", os.path.join(data_dir, "data")],
+         "--data-dir", os.path.join(data_dir, "data"), *extra_args],
         stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL)
     stderr.close()
     broker = Broker("127.0.0.1", 0, "tensorq", proc=proc, data_dir=data_dir, stderr_path=stderr_path)

@@ -3,6 +3,7 @@
 //! exit status says whether the command succeeded.
 
 mod config;
+mod demo;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -26,11 +27,26 @@ enum Command {
     Perf(tensorq_perf::PerfArgs),
     /// Accept AMQP connections and discard publishes: the load generator's own ceiling.
     PerfSink(tensorq_perf::PerfSinkArgs),
+    /// Run a model worker against a broker (tensorq or RabbitMQ).
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// The whole system in one command: embedded broker, training from a queue, serving, RPC.
+    Demo(demo::DemoArgs),
 }
 
-fn init_logging() {
+#[derive(Subcommand, Debug)]
+enum WorkerCommand {
+    /// Serve an ONNX model from a queue with dynamic batching and RPC replies.
+    Serve(tensorq_worker::serve::ServeArgs),
+    /// Train a model from a queue of labelled examples.
+    Train(tensorq_worker::train::TrainArgs),
+}
+
+/// Logs go to stderr; `TENSORQ_LOG` overrides `default` (the demo prints its own report, so it
+/// logs only warnings by default).
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TENSORQ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -40,7 +56,11 @@ fn init_logging() {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,6 +80,16 @@ fn main() {
                 println!("{}", report.render(json));
                 Ok(())
             }
+            Command::Worker(WorkerCommand::Serve(args)) => {
+                tensorq_worker::serve::run(args, server::stop_signal()).await?;
+                Ok(())
+            }
+            Command::Worker(WorkerCommand::Train(args)) => {
+                let report = tensorq_worker::train::run(args).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            Command::Demo(args) => demo::run(args).await,
             Command::PerfSink(args) => {
                 let json = args.json;
                 let report = tensorq_perf::run_sink(args).await?;

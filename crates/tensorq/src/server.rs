@@ -40,6 +40,17 @@ pub struct ServerArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Serve a model from a queue inside this process: QUEUE=MODEL.onnx (repeatable). The
+    /// worker connects over loopback AMQP, exactly as `tensorq worker serve` would.
+    #[arg(long = "serve", value_name = "QUEUE=MODEL")]
+    serve: Vec<String>,
+}
+
+/// Wraps the worker's flags so `--serve` can build them with their defaults.
+#[derive(clap::Parser)]
+struct EmbeddedServe {
+    #[command(flatten)]
+    args: tensorq_worker::serve::ServeArgs,
 }
 
 impl ServerArgs {
@@ -75,7 +86,7 @@ fn toml_string(v: &str) -> String {
     toml::Value::String(v.to_owned()).to_string()
 }
 
-async fn stop_signal() {
+pub async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -103,6 +114,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         print!("{}", toml::to_string(&config).context("printing config")?);
         return Ok(());
     }
+    // Models load before the listener binds: one that cannot be loaded stops start-up.
+    let mut embedded = Vec::new();
+    for spec in &args.serve {
+        let parsed = parse_serve_spec(spec)?;
+        let worker = tensorq_worker::serve::load(&parsed.args)
+            .await
+            .with_context(|| format!("--serve {spec}"))?;
+        embedded.push((parsed.args, worker));
+    }
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
     if let Some(path) = &args.port_file {
@@ -111,7 +131,88 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .and_then(|()| std::fs::rename(&tmp, path))
             .with_context(|| format!("cannot write port file {}", path.display()))?;
     }
-    server.run(stop_signal()).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", addr.port());
+    let (stop_workers, _) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for (args, first) in embedded {
+        let stop = stop_workers.subscribe();
+        workers.push(tokio::spawn(run_embedded(url.clone(), args, first, stop)));
+    }
+    let stop = async {
+        stop_signal().await;
+        let _ = stop_workers.send(true);
+        for w in workers {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), w).await;
+        }
+    };
+    server.run(stop).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Parses one `--serve QUEUE=MODEL[,flag=value...]`: the optional flags are `tensorq worker
+/// serve`'s, without their dashes (e.g. `max-batch=1`, `max-delay-us=500`).
+fn parse_serve_spec(spec: &str) -> Result<EmbeddedServe> {
+    let mut parts = spec.split(',');
+    let head = parts.next().unwrap_or_default();
+    let Some((queue, model)) = head.split_once('=') else {
+        anyhow::bail!("--serve takes QUEUE=MODEL.onnx[,flag=value...], got '{spec}'");
+    };
+    let mut argv = vec![
+        "serve".to_owned(),
+        "--queue".into(),
+        queue.into(),
+        "--model".into(),
+        model.into(),
+    ];
+    for opt in parts {
+        let Some((k, v)) = opt.split_once('=') else {
+            anyhow::bail!("--serve {spec}: option '{opt}' is not flag=value");
+        };
+        if k == "broker" {
+            anyhow::bail!("--serve {spec}: the embedded worker always uses this broker");
+        }
+        argv.push(format!("--{k}"));
+        argv.push(v.to_owned());
+    }
+    <EmbeddedServe as clap::Parser>::try_parse_from(argv)
+        .map_err(|e| anyhow::anyhow!("--serve {spec}: {e}"))
+}
+
+/// Runs one embedded serving worker until `stop` turns true, reconnecting (and reloading the
+/// model) if its connection to the broker drops.
+async fn run_embedded(
+    url: String,
+    mut args: tensorq_worker::serve::ServeArgs,
+    first: tensorq_worker::serve::Server,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    args.broker = url;
+    let mut worker = Some(first);
+    loop {
+        let server = match worker.take() {
+            Some(s) => s,
+            None => match tensorq_worker::serve::load(&args).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(queue = %args.queue, "embedded serving worker: {e}");
+                    return;
+                }
+            },
+        };
+        let mut rx = stop.clone();
+        let shutdown = async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        match server.run(&args.broker, shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(queue = %args.queue, "embedded serving worker: {e}; restarting")
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
 }

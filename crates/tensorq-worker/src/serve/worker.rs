@@ -1,0 +1,556 @@
+//! The AMQP side of serving: connect, declare, consume, batch, infer, reply, confirm, ack.
+//!
+//! Owns the per-batch pipeline and its delivery guarantees:
+//! 1. a batch is filled by `batcher` (max batch or max delay since its first message);
+//! 2. every message is decoded and checked against the model *of this batch* (an `Arc` taken at
+//!    the start, so a hot swap never touches a running batch); bad ones become errors;
+//! 3. the good ones run as one inference on a blocking thread; if that fails, each runs alone so
+//!    one bad input cannot fail the others;
+//! 4. replies (or error replies plus a copy to `<queue>.errors`) are published on a channel in
+//!    confirm mode, and each request is acked only once the broker confirmed everything published
+//!    for it; a nack or publish failure requeues the request instead (at-least-once: duplicates
+//!    are possible and carry the same `x-tensorq-request-id`).
+//!
+//! Does not own codecs, inference, batching rules or hot swap.
+
+use crate::serve::batcher::{self, BatchEnd};
+use crate::serve::hotswap::ModelSlot;
+use crate::serve::metrics::Metrics;
+use crate::serve::{QueueType, ServeConfig, ServeError};
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+use tensorq_ml::{codec, InferResponse, OnnxModel, Prepared};
+
+pub const HEADER_MODEL_NAME: &str = "x-tensorq-model-name";
+pub const HEADER_MODEL_VERSION: &str = "x-tensorq-model-version";
+pub const HEADER_REQUEST_ID: &str = "x-tensorq-request-id";
+pub const HEADER_ERROR: &str = "x-tensorq-error";
+/// Consumer tag prefix of serving workers.
+pub const CONSUMER_TAG: &str = "tensorq-serve";
+/// Longest error text put in a header (AMQP long strings could hold more; readers need less).
+pub const MAX_ERROR_HEADER_LEN: usize = 1024;
+/// AMQP delivery mode for persistent messages.
+const PERSISTENT: u8 = 2;
+
+fn amqp(context: &'static str) -> impl FnOnce(lapin::Error) -> ServeError {
+    move |source| ServeError::Amqp { context, source }
+}
+
+/// Connects, declares the queues and serves until `shutdown` or a connection failure.
+pub async fn serve(
+    broker: &str,
+    config: &ServeConfig,
+    slot: &Arc<ModelSlot>,
+    metrics: &Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let conn = Connection::connect(broker, ConnectionProperties::default())
+        .await
+        .map_err(amqp("connect"))?;
+    let result = serve_on(&conn, config, slot, metrics, shutdown).await;
+    if let Err(e) = conn.close(200, "worker stopping".into()).await {
+        tracing::debug!(error = %e, "closing connection");
+    }
+    result
+}
+
+async fn serve_on(
+    conn: &Connection,
+    config: &ServeConfig,
+    slot: &Arc<ModelSlot>,
+    metrics: &Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let channel = conn.create_channel().await.map_err(amqp("channel.open"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(amqp("confirm.select"))?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(amqp("basic.qos"))?;
+    declare(&channel, &config.queue, config.queue_type).await?;
+    declare(&channel, &config.errors_queue(), config.queue_type).await?;
+    let mut consumer = channel
+        .basic_consume(
+            config.queue.as_str().into(),
+            ShortString::from(format!("{CONSUMER_TAG}-{}", std::process::id())),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp("basic.consume"))?;
+    tracing::info!(queue = %config.queue, prefetch = config.prefetch, "serving");
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let first = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            next = consumer.next() => next,
+        };
+        let first = match first {
+            None => return Err(ServeError::ConsumerClosed(config.queue.clone())),
+            Some(Err(e)) => return Err(amqp("consume")(e)),
+            Some(Ok(d)) => Received::new(d, metrics),
+        };
+        let mut stream = (&mut consumer).map(|r| r.map(|d| Received::new(d, metrics)));
+        let (batch, end) = batcher::fill(first, &mut stream, config.limits).await;
+        process_batch(&channel, config, slot.current(), metrics, batch).await;
+        match end {
+            BatchEnd::Full | BatchEnd::Deadline => {}
+            BatchEnd::StreamEnded => return Err(ServeError::ConsumerClosed(config.queue.clone())),
+            BatchEnd::StreamError(e) => return Err(amqp("consume")(e)),
+        }
+    }
+}
+
+async fn declare(channel: &Channel, queue: &str, kind: QueueType) -> Result<(), ServeError> {
+    let mut args = FieldTable::default();
+    if kind == QueueType::Quorum {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+    }
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .map_err(amqp("queue.declare"))?;
+    Ok(())
+}
+
+/// A delivery with the time it reached the worker.
+struct Received {
+    delivery: Delivery,
+    at: Instant,
+}
+
+impl Received {
+    fn new(delivery: Delivery, metrics: &Metrics) -> Received {
+        metrics.received();
+        Received {
+            delivery,
+            at: Instant::now(),
+        }
+    }
+}
+
+/// What became of one request.
+enum Outcome {
+    Reply(Box<InferResponse>, tensorq_ml::WireFormat),
+    Error { id: Option<String>, reason: String },
+}
+
+async fn process_batch(
+    channel: &Channel,
+    config: &ServeConfig,
+    model: Arc<OnnxModel>,
+    metrics: &Arc<Metrics>,
+    batch: Vec<Received>,
+) {
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
+    let mut good: Vec<(usize, Prepared)> = Vec::new();
+    for (ix, r) in batch.iter().enumerate() {
+        let props = &r.delivery.properties;
+        let headers = |name: &str| header_string(props.headers().as_ref(), name);
+        let content_type = props.content_type().as_ref().map(|c| c.as_str());
+        let prepared = codec::decode_request(content_type, &headers, &r.delivery.data)
+            .map_err(|e| (None, e.to_string()))
+            .and_then(|req| {
+                let body_id = req.id.clone();
+                model.prepare(req).map_err(|e| (body_id, e.to_string()))
+            });
+        match prepared {
+            Ok(p) => {
+                good.push((ix, p));
+                outcomes.push(None);
+            }
+            Err((body_id, reason)) => outcomes.push(Some(Outcome::Error {
+                id: request_id(body_id.as_deref(), &r.delivery),
+                reason,
+            })),
+        }
+    }
+    let now = Instant::now();
+    for (ix, _) in &good {
+        if let Some(r) = batch.get(*ix) {
+            metrics.queue_wait(now.duration_since(r.at));
+        }
+    }
+    for (ix, result) in infer_all(&model, metrics, good).await {
+        if let Some(slot) = outcomes.get_mut(ix) {
+            *slot = Some(result);
+        }
+    }
+    for (r, outcome) in batch.into_iter().zip(outcomes) {
+        let outcome = outcome.unwrap_or_else(|| Outcome::Error {
+            id: request_id(None, &r.delivery),
+            reason: "internal: request was not processed".into(),
+        });
+        finish(channel, config, &model, metrics, r.delivery, outcome).await;
+    }
+}
+
+/// Runs the prepared requests as one batch, falling back to one-by-one if the batch fails.
+async fn infer_all(
+    model: &Arc<OnnxModel>,
+    metrics: &Arc<Metrics>,
+    good: Vec<(usize, Prepared)>,
+) -> Vec<(usize, Outcome)> {
+    if good.is_empty() {
+        return Vec::new();
+    }
+    let (indices, prepared): (Vec<usize>, Vec<Prepared>) = good.into_iter().unzip();
+    let formats: Vec<_> = prepared.iter().map(|p| p.format).collect();
+    let n = prepared.len();
+    let batch_result = {
+        let model = Arc::clone(model);
+        let started = Instant::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = model.infer_batch(&prepared);
+            (r, prepared)
+        })
+        .await;
+        match joined {
+            Ok((r, prepared)) => {
+                metrics.inference(n, started.elapsed());
+                match r {
+                    Ok(responses) if responses.len() == n => Ok(responses),
+                    Ok(_) => Err((
+                        prepared,
+                        "batch returned the wrong number of results".to_string(),
+                    )),
+                    Err(e) => Err((prepared, e.to_string())),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "batched inference panicked; requests will be answered as errors");
+                return indices
+                    .into_iter()
+                    .map(|ix| {
+                        (
+                            ix,
+                            Outcome::Error {
+                                id: None,
+                                reason: format!("inference crashed: {e}"),
+                            },
+                        )
+                    })
+                    .collect();
+            }
+        }
+    };
+    match batch_result {
+        Ok(responses) => indices
+            .into_iter()
+            .zip(responses.into_iter().zip(formats))
+            .map(|(ix, (resp, f))| (ix, Outcome::Reply(Box::new(resp), f)))
+            .collect(),
+        Err((prepared, reason)) if n > 1 => {
+            tracing::warn!(%reason, size = n, "batched inference failed; retrying one by one");
+            metrics.batch_retry();
+            let mut out = Vec::with_capacity(n);
+            for (ix, p) in indices.into_iter().zip(prepared) {
+                let model = Arc::clone(model);
+                let id = p.id.clone();
+                let format = p.format;
+                let started = Instant::now();
+                let r = tokio::task::spawn_blocking(move || model.infer_prepared(&p)).await;
+                metrics.inference(1, started.elapsed());
+                out.push((
+                    ix,
+                    match r {
+                        Ok(Ok(resp)) => Outcome::Reply(Box::new(resp), format),
+                        Ok(Err(e)) => Outcome::Error {
+                            id,
+                            reason: e.to_string(),
+                        },
+                        Err(e) => Outcome::Error {
+                            id,
+                            reason: format!("inference crashed: {e}"),
+                        },
+                    },
+                ));
+            }
+            out
+        }
+        Err((prepared, reason)) => indices
+            .into_iter()
+            .zip(prepared)
+            .map(|(ix, p)| {
+                (
+                    ix,
+                    Outcome::Error {
+                        id: p.id,
+                        reason: reason.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Publishes what one request produced, waits for the confirms, then acks (or requeues).
+async fn finish(
+    channel: &Channel,
+    config: &ServeConfig,
+    model: &OnnxModel,
+    metrics: &Metrics,
+    delivery: Delivery,
+    outcome: Outcome,
+) {
+    let props = &delivery.properties;
+    let reply_target = match (&config.results, props.reply_to()) {
+        (Some((exchange, key)), _) => Some((exchange.clone(), key.clone())),
+        (None, Some(reply_to)) => Some((String::new(), reply_to.as_str().to_string())),
+        (None, None) => None,
+    };
+    let mut publishes: Vec<(String, String, Vec<u8>, BasicProperties)> = Vec::new();
+    let ok = matches!(outcome, Outcome::Reply(..));
+    match outcome {
+        Outcome::Reply(resp, format) => {
+            let id = request_id(resp.id.as_deref(), &delivery);
+            match codec::encode_response(format, &resp) {
+                Ok(enc) => {
+                    if let Some((ex, key)) = reply_target {
+                        let p = reply_props(
+                            props,
+                            enc.content_type,
+                            &enc.headers,
+                            &resp.model_name,
+                            &resp.model_version,
+                            id.as_deref(),
+                        );
+                        publishes.push((ex, key, enc.body, p));
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("cannot encode reply: {e}");
+                    publishes.extend(error_publishes(
+                        config,
+                        model,
+                        &delivery,
+                        reply_target,
+                        id.as_deref(),
+                        &reason,
+                    ));
+                }
+            }
+        }
+        Outcome::Error { id, reason } => {
+            tracing::warn!(%reason, queue = %config.queue, "bad request parked");
+            publishes.extend(error_publishes(
+                config,
+                model,
+                &delivery,
+                reply_target,
+                id.as_deref(),
+                &reason,
+            ));
+        }
+    }
+    let mut all_confirmed = true;
+    for (exchange, key, body, p) in publishes {
+        let confirmed = match channel
+            .basic_publish(
+                exchange.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                p,
+            )
+            .await
+        {
+            Ok(pending) => match pending.await {
+                Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => true,
+                Ok(Confirmation::Nack(_)) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "publisher confirm failed");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "publish failed");
+                false
+            }
+        };
+        all_confirmed &= confirmed;
+    }
+    if all_confirmed {
+        metrics.answered(ok);
+        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+            tracing::warn!(error = %e, "ack failed; the request will be redelivered");
+        }
+    } else if let Err(e) = delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "nack failed; the request will be redelivered");
+    }
+}
+
+fn error_publishes(
+    config: &ServeConfig,
+    model: &OnnxModel,
+    delivery: &Delivery,
+    reply_target: Option<(String, String)>,
+    id: Option<&str>,
+    reason: &str,
+) -> Vec<(String, String, Vec<u8>, BasicProperties)> {
+    let mut out = Vec::with_capacity(2);
+    if let Some((ex, key)) = reply_target {
+        let enc = codec::encode_error(id, reason);
+        let mut p = reply_props(
+            &delivery.properties,
+            enc.content_type,
+            &enc.headers,
+            model.name(),
+            model.version(),
+            id,
+        );
+        let mut h = p.headers().clone().unwrap_or_default();
+        h.insert(
+            HEADER_ERROR.into(),
+            AMQPValue::LongString(truncate(reason).into()),
+        );
+        p = p.with_headers(h);
+        out.push((ex, key, enc.body, p));
+    }
+    // The original message, untouched, plus the reason.
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        HEADER_ERROR.into(),
+        AMQPValue::LongString(truncate(reason).into()),
+    );
+    let parked = delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(PERSISTENT);
+    out.push((
+        String::new(),
+        config.errors_queue(),
+        delivery.data.clone(),
+        parked,
+    ));
+    out
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_ERROR_HEADER_LEN {
+        return s.to_string();
+    }
+    let mut end = MAX_ERROR_HEADER_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default().to_string()
+}
+
+fn reply_props(
+    request: &BasicProperties,
+    content_type: &str,
+    codec_headers: &[(String, String)],
+    model_name: &str,
+    model_version: &str,
+    id: Option<&str>,
+) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (k, v) in codec_headers {
+        headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+    }
+    headers.insert(
+        HEADER_MODEL_NAME.into(),
+        AMQPValue::LongString(model_name.into()),
+    );
+    headers.insert(
+        HEADER_MODEL_VERSION.into(),
+        AMQPValue::LongString(model_version.into()),
+    );
+    if let Some(id) = id {
+        headers.insert(HEADER_REQUEST_ID.into(), AMQPValue::LongString(id.into()));
+    }
+    let mut p = BasicProperties::default()
+        .with_content_type(content_type.into())
+        .with_headers(headers)
+        .with_delivery_mode(PERSISTENT);
+    if let Some(c) = request.correlation_id() {
+        p = p.with_correlation_id(c.clone());
+    }
+    p
+}
+
+/// The request id: the body's id, else the message id, else the correlation id.
+fn request_id(body_id: Option<&str>, delivery: &Delivery) -> Option<String> {
+    body_id
+        .map(str::to_string)
+        .or_else(|| {
+            delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.as_str().to_string())
+        })
+        .or_else(|| {
+            delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str().to_string())
+        })
+}
+
+/// A header value rendered as a string (strings as-is, numbers in decimal).
+pub fn header_string(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    let value = headers?.inner().get(name)?;
+    Some(match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_string(),
+        AMQPValue::ShortShortInt(v) => v.to_string(),
+        AMQPValue::ShortShortUInt(v) => v.to_string(),
+        AMQPValue::ShortInt(v) => v.to_string(),
+        AMQPValue::ShortUInt(v) => v.to_string(),
+        AMQPValue::LongInt(v) => v.to_string(),
+        AMQPValue::LongUInt(v) => v.to_string(),
+        AMQPValue::LongLongInt(v) => v.to_string(),
+        AMQPValue::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into_owned(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_render_as_strings() {
+        let mut t = FieldTable::default();
+        t.insert("a".into(), AMQPValue::LongString("2,8".into()));
+        t.insert("b".into(), AMQPValue::LongInt(7));
+        assert_eq!(header_string(Some(&t), "a").as_deref(), Some("2,8"));
+        assert_eq!(header_string(Some(&t), "b").as_deref(), Some("7"));
+        assert_eq!(header_string(Some(&t), "c"), None);
+        assert_eq!(header_string(None, "a"), None);
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(MAX_ERROR_HEADER_LEN);
+        let t = truncate(&s);
+        assert!(t.len() <= MAX_ERROR_HEADER_LEN);
+        assert!(s.starts_with(&t));
+    }
+}
