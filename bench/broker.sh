@@ -58,7 +58,7 @@ TQ_BIN="$CARGO_TARGET_DIR/release/tensorq"
 HAVE_TQ=0
 if [ "$SKIP_TQ" = 0 ]; then
   log "building tensorq (release)"
-  if cargo build --release -p tensorq >"$OUT_DIR/build-tensorq.log" 2>&1 && [ -x "$TQ_BIN" ] \
+  if cargo build --release --workspace --bins --examples >"$OUT_DIR/build-tensorq.log" 2>&1 && [ -x "$TQ_BIN" ] \
      && "$TQ_BIN" server --help >/dev/null 2>&1; then
     HAVE_TQ=1
   else

@@ -83,8 +83,8 @@ fact() { echo "$2=$3" >>"$1"; }
 # ---- build -----------------------------------------------------------------
 TQ_BIN="$CARGO_TARGET_DIR/release/tensorq"
 if [ "$BUILD" = 1 ]; then
-  log "cargo build --release -p tensorq (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-  cargo build --release -p tensorq >"$OUT_DIR/build.log" 2>&1 \
+  log "cargo build --release --workspace --bins --examples (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  cargo build --release --workspace --bins --examples >"$OUT_DIR/build.log" 2>&1 \
     || { log "build failed, see $OUT_DIR/build.log"; exit 1; }
 fi
 [ -x "$TQ_BIN" ] || { log "no $TQ_BIN"; exit 1; }

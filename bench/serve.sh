@@ -41,7 +41,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import tensorflow, pi
   "$VENV/bin/pip" install -q tensorflow-cpu pika numpy
 fi
 log "building tensorq (release)"
-cargo build --release -q -p tensorq
+cargo build --release -q --workspace --bins --examples
 TQ=$CARGO_TARGET_DIR/release/tensorq
 
 # Request bodies: one row each, TF-Serving form, deterministic values.

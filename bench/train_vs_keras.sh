@@ -27,7 +27,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import tensorflow" 2>
   "$VENV/bin/pip" install -q tensorflow-cpu
 fi
 
-cargo build --profile "$PROFILE" -q -p tensorq-train --example gen_dataset --example bench_fit
+cargo build --profile "$PROFILE" -q --workspace --bins --examples
 BIN="$TARGET/$PROFILE_DIR/examples"
 "$BIN/gen_dataset" "$OUT" "$N" 1
 

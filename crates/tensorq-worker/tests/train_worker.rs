@@ -285,6 +285,7 @@ fn child_worker() {
     let mut a = args(v["queue"].as_str().unwrap(), &out);
     a.idle_timeout = 120.0;
     a.prefetch = 64;
+    a.window = v["window"].as_u64().map(|w| w as usize);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(run(a)).unwrap();
 }
@@ -336,6 +337,58 @@ async fn killed_worker_loses_no_example() {
         stored_at_kill < n,
         "the kill should land before the stream ends"
     );
+
+    let mut a = args(&q, &out);
+    a.max_examples = Some(n as u64);
+    let report = run(a).await.unwrap();
+    assert_eq!(report.train_examples + report.eval_examples, n);
+    let stored = stored_rows(&out);
+    assert_eq!(stored.len(), n);
+    assert_eq!(
+        stored.iter().collect::<HashSet<_>>().len(),
+        n,
+        "duplicates stored"
+    );
+    assert_eq!(stored, published_rows(&data));
+    cleanup(&conn, &[&q, &format!("{q}.errors")]).await;
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_epoch_and_restarted_loses_no_example() {
+    let Some(conn) = broker().await else { return };
+    let q = unique("killepoch");
+    let out = temp_out("killepoch");
+    let (n, window) = (6_000, 2_000);
+    let data = generate(n, 11);
+    let ch = publisher(&conn, &[&q]).await;
+    publish(&ch, &q, (0..n).map(|i| example_json(&data, i))).await;
+
+    // The child trains a window every 2,000 durable training examples (10 epochs over all of
+    // them). It is killed the moment the first window's examples are durable, so that window's
+    // training has started or is about to, and its model is not written yet.
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "child_worker", "--ignored", "--nocapture"])
+        .env(
+            CHILD_ENV,
+            serde_json::json!({"queue": q, "out": out, "window": window}).to_string(),
+        )
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count_lines(&out.join(TRAIN_LOG)) < window {
+        assert!(Instant::now() < deadline, "child never stored a window");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !out.join("model-v1.onnx").exists(),
+        "the kill should land while the first window trains"
+    );
+    let stored_at_kill = count_lines(&out.join(TRAIN_LOG)) + count_lines(&out.join(EVAL_LOG));
+    eprintln!("child killed mid-training with {stored_at_kill} of {n} examples durable");
 
     let mut a = args(&q, &out);
     a.max_examples = Some(n as u64);
