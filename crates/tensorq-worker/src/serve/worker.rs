@@ -7,9 +7,11 @@
 //! 3. the good ones run as one inference on a blocking thread; if that fails, each runs alone so
 //!    one bad input cannot fail the others;
 //! 4. replies (or error replies plus a copy to `<queue>.errors`) are published on a channel in
-//!    confirm mode, and each request is acked only once the broker confirmed everything published
-//!    for it; a nack or publish failure requeues the request instead (at-least-once: duplicates
-//!    are possible and carry the same `x-tensorq-request-id`).
+//!    confirm mode, the whole batch at once, and each request is acked only once the broker
+//!    confirmed everything published for it; a nack or publish failure requeues the request
+//!    instead (at-least-once: duplicates are possible and carry the same
+//!    `x-tensorq-request-id`). A batch's confirms and acks settle in a task while the next batch
+//!    is formed and run (at most one batch settling at a time).
 //!
 //! Does not own codecs, inference, batching rules or hot swap.
 
@@ -92,25 +94,36 @@ async fn serve_on(
         .map_err(amqp("basic.consume"))?;
     tracing::info!(queue = %config.queue, prefetch = config.prefetch, "serving");
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
+    // The previous batch's confirms and acks, settling while the next batch is formed and run.
+    let mut settling: Option<tokio::task::JoinHandle<()>> = None;
+    let result = loop {
         let first = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => break Ok(()),
             next = consumer.next() => next,
         };
         let first = match first {
-            None => return Err(ServeError::ConsumerClosed(config.queue.clone())),
-            Some(Err(e)) => return Err(amqp("consume")(e)),
+            None => break Err(ServeError::ConsumerClosed(config.queue.clone())),
+            Some(Err(e)) => break Err(amqp("consume")(e)),
             Some(Ok(d)) => Received::new(d, metrics),
         };
         let mut stream = (&mut consumer).map(|r| r.map(|d| Received::new(d, metrics)));
         let (batch, end) = batcher::fill(first, &mut stream, config.limits).await;
-        process_batch(&channel, config, slot.current(), metrics, batch).await;
+        let published = process_batch(&channel, config, slot.current(), metrics, batch).await;
+        if let Some(previous) = settling.take() {
+            let _ = previous.await;
+        }
+        let metrics = Arc::clone(metrics);
+        settling = Some(tokio::spawn(settle(published, metrics)));
         match end {
             BatchEnd::Full | BatchEnd::Deadline => {}
-            BatchEnd::StreamEnded => return Err(ServeError::ConsumerClosed(config.queue.clone())),
-            BatchEnd::StreamError(e) => return Err(amqp("consume")(e)),
+            BatchEnd::StreamEnded => break Err(ServeError::ConsumerClosed(config.queue.clone())),
+            BatchEnd::StreamError(e) => break Err(amqp("consume")(e)),
         }
+    };
+    if let Some(last) = settling {
+        let _ = last.await;
     }
+    result
 }
 
 async fn declare(channel: &Channel, queue: &str, kind: QueueType) -> Result<(), ServeError> {
@@ -156,7 +169,7 @@ async fn process_batch(
     model: Arc<OnnxModel>,
     metrics: &Arc<Metrics>,
     batch: Vec<Received>,
-) {
+) -> Vec<Published> {
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
     let mut good: Vec<(usize, Prepared)> = Vec::new();
     for (ix, r) in batch.iter().enumerate() {
@@ -191,13 +204,15 @@ async fn process_batch(
             *slot = Some(result);
         }
     }
+    let mut published = Vec::with_capacity(batch.len());
     for (r, outcome) in batch.into_iter().zip(outcomes) {
         let outcome = outcome.unwrap_or_else(|| Outcome::Error {
             id: request_id(None, &r.delivery),
             reason: "internal: request was not processed".into(),
         });
-        finish(channel, config, &model, metrics, r.delivery, outcome).await;
+        published.push(publish_outcome(channel, config, &model, r.delivery, outcome).await);
     }
+    published
 }
 
 /// Runs the prepared requests as one batch, falling back to one-by-one if the batch fails.
@@ -299,15 +314,24 @@ async fn infer_all(
     }
 }
 
-/// Publishes what one request produced, waits for the confirms, then acks (or requeues).
-async fn finish(
+/// A request whose reply (or error reply and parked copy) has been published, with the
+/// confirms still to come.
+struct Published {
+    delivery: Delivery,
+    ok: bool,
+    confirms: Vec<lapin::PublisherConfirm>,
+    failed: bool,
+}
+
+/// Publishes what one request produced, without waiting for the broker's confirms: a whole
+/// batch is published first and [`settle`]d afterwards, so a batch costs one round trip.
+async fn publish_outcome(
     channel: &Channel,
     config: &ServeConfig,
     model: &OnnxModel,
-    metrics: &Metrics,
     delivery: Delivery,
     outcome: Outcome,
-) {
+) -> Published {
     let props = &delivery.properties;
     let reply_target = match (&config.results, props.reply_to()) {
         (Some((exchange, key)), _) => Some((exchange.clone(), key.clone())),
@@ -358,9 +382,10 @@ async fn finish(
             ));
         }
     }
-    let mut all_confirmed = true;
+    let mut confirms = Vec::with_capacity(publishes.len());
+    let mut failed = false;
     for (exchange, key, body, p) in publishes {
-        let confirmed = match channel
+        match channel
             .basic_publish(
                 exchange.as_str().into(),
                 key.as_str().into(),
@@ -370,35 +395,52 @@ async fn finish(
             )
             .await
         {
-            Ok(pending) => match pending.await {
+            Ok(pending) => confirms.push(pending),
+            Err(e) => {
+                tracing::warn!(error = %e, "publish failed");
+                failed = true;
+            }
+        }
+    }
+    Published {
+        delivery,
+        ok,
+        confirms,
+        failed,
+    }
+}
+
+/// Waits for every confirm of a published batch, then acks each request whose publishes were
+/// all confirmed and requeues the others (at-least-once).
+async fn settle(batch: Vec<Published>, metrics: Arc<Metrics>) {
+    for p in batch {
+        let mut all_confirmed = !p.failed;
+        for pending in p.confirms {
+            all_confirmed &= match pending.await {
                 Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => true,
                 Ok(Confirmation::Nack(_)) => false,
                 Err(e) => {
                     tracing::warn!(error = %e, "publisher confirm failed");
                     false
                 }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "publish failed");
-                false
-            }
-        };
-        all_confirmed &= confirmed;
-    }
-    if all_confirmed {
-        metrics.answered(ok);
-        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-            tracing::warn!(error = %e, "ack failed; the request will be redelivered");
+            };
         }
-    } else if let Err(e) = delivery
-        .acker
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await
-    {
-        tracing::warn!(error = %e, "nack failed; the request will be redelivered");
+        if all_confirmed {
+            metrics.answered(p.ok);
+            if let Err(e) = p.delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "ack failed; the request will be redelivered");
+            }
+        } else if let Err(e) = p
+            .delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "nack failed; the request will be redelivered");
+        }
     }
 }
 
