@@ -719,6 +719,20 @@ async fn hot_swap_under_load_loses_no_request() {
     assert_eq!(worker.metrics.snapshot().swaps, 1);
     assert_eq!(worker.metrics.snapshot().errors, 0);
     worker.stop().await;
+    // Every request was acked: none came back to the queue when the worker's connection closed.
+    let probe = conn.create_channel().await.unwrap();
+    let left = probe
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.message_count(), 0, "requests left unacked");
     delete_queues(&conn, &[&queue, &format!("{queue}.errors")]).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

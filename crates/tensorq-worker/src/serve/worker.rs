@@ -410,9 +410,12 @@ async fn publish_outcome(
     }
 }
 
-/// Waits for every confirm of a published batch, then acks each request whose publishes were
-/// all confirmed and requeues the others (at-least-once).
+/// Waits for every confirm of a published batch, requeues each request whose publishes were not
+/// all confirmed (at-least-once), then acks the rest with one `basic.ack(multiple)` on the
+/// highest delivery tag: every earlier delivery on the channel is either in this batch or was
+/// settled by the previous batch, which finished before this one started settling.
 async fn settle(batch: Vec<Published>, metrics: Arc<Metrics>) {
+    let mut last_ok: Option<Delivery> = None;
     for p in batch {
         let mut all_confirmed = !p.failed;
         for pending in p.confirms {
@@ -427,8 +430,11 @@ async fn settle(batch: Vec<Published>, metrics: Arc<Metrics>) {
         }
         if all_confirmed {
             metrics.answered(p.ok);
-            if let Err(e) = p.delivery.acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(error = %e, "ack failed; the request will be redelivered");
+            if last_ok
+                .as_ref()
+                .is_none_or(|d| d.delivery_tag < p.delivery.delivery_tag)
+            {
+                last_ok = Some(p.delivery);
             }
         } else if let Err(e) = p
             .delivery
@@ -440,6 +446,11 @@ async fn settle(batch: Vec<Published>, metrics: Arc<Metrics>) {
             .await
         {
             tracing::warn!(error = %e, "nack failed; the request will be redelivered");
+        }
+    }
+    if let Some(d) = last_ok {
+        if let Err(e) = d.acker.ack(BasicAckOptions { multiple: true }).await {
+            tracing::warn!(error = %e, "ack failed; the requests will be redelivered");
         }
     }
 }
