@@ -121,6 +121,15 @@ fn shape_of(v: &Value) -> Result<Vec<usize>, String> {
         Value::Number(_) => Ok(Vec::new()),
         Value::Array(items) => {
             let first = items.first().ok_or("empty array in an instance")?;
+            if first.is_number() {
+                // The innermost level: a flat list of numbers (the common case; checked without
+                // building a shape per element).
+                return match items.iter().find(|i| !i.is_number()) {
+                    None => Ok(vec![items.len()]),
+                    Some(Value::Array(_)) => Err("ragged array in an instance".into()),
+                    Some(other) => Err(format!("expected numbers, found {}", kind(other))),
+                };
+            }
             let inner = shape_of(first)?;
             for item in items.iter().skip(1) {
                 if shape_of(item)? != inner {

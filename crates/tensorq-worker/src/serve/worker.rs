@@ -28,7 +28,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 use tensorq_ml::{codec, InferResponse, OnnxModel, Prepared};
 
@@ -204,15 +206,16 @@ async fn process_batch(
             *slot = Some(result);
         }
     }
-    let mut published = Vec::with_capacity(batch.len());
-    for (r, outcome) in batch.into_iter().zip(outcomes) {
+    // lapin resolves each publish once its IO thread has written it; polling the whole batch's
+    // publishes together lets that thread write them in one go instead of one wake-up each.
+    let publishing = batch.into_iter().zip(outcomes).map(|(r, outcome)| {
         let outcome = outcome.unwrap_or_else(|| Outcome::Error {
             id: request_id(None, &r.delivery),
             reason: "internal: request was not processed".into(),
         });
-        published.push(publish_outcome(channel, config, &model, r.delivery, outcome).await);
-    }
-    published
+        publish_outcome(channel, config, &model, r.delivery, outcome)
+    });
+    join_all(publishing.collect()).await
 }
 
 /// Runs the prepared requests as one batch, falling back to one-by-one if the batch fails.
@@ -312,6 +315,30 @@ async fn infer_all(
             })
             .collect(),
     }
+}
+
+/// Polls every future together and returns their outputs in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (fut, out) in pending.iter_mut().zip(done.iter_mut()) {
+            if out.is_none() {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }
 
 /// A request whose reply (or error reply and parked copy) has been published, with the
