@@ -94,10 +94,17 @@ pub struct ProducerOutcome {
     pub rpc_latency: Latency,
 }
 
+/// Ring slots per window place: a reply must fall this many windows behind
+/// before its slot can be reused.
+const RING_PER_WINDOW: u64 = 64;
+
 /// Settled count shared by the writer and the reader task, and the send time
-/// of every outstanding publish in a ring of at least `window` slots (a slot
-/// is reused only once its publish is settled, because the window is full
-/// until then).
+/// of every outstanding publish in a ring of `RING_PER_WINDOW` × `window`
+/// slots. The window counts outstanding publishes, not positions: when replies
+/// come back out of order (several responders), request `s` can still be
+/// outstanding when `s + window` is sent, so a ring of only `window` slots
+/// would let the newer request overwrite the older one's slot and lose its
+/// reply (counted as unmatched, never freeing its place in the window).
 struct Progress {
     settled: AtomicU64,
     notify: Notify,
@@ -109,7 +116,7 @@ struct Progress {
 
 impl Progress {
     fn new(window: u32) -> Self {
-        let slots = u64::from(window.max(1)).next_power_of_two();
+        let slots = (u64::from(window.max(1)) * RING_PER_WINDOW).next_power_of_two();
         let stamps = (0..slots).map(|_| AtomicU64::new(0)).collect();
         let seqs = (0..slots).map(|_| AtomicU64::new(0)).collect();
         Self {
@@ -509,6 +516,25 @@ async fn read_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_order_replies_keep_their_send_times() {
+        // Window 4: request 1 stays outstanding while 2..=4 are answered and 5..=7 refill the
+        // window, then 4 windows' worth more are sent; request 1's reply still matches.
+        let progress = Progress::new(4);
+        for seq in 1..=4 {
+            progress.sent(seq, seq * 10);
+        }
+        for seq in 2..=4 {
+            assert_eq!(progress.claim(seq), Some(seq * 10));
+        }
+        for seq in 5..=20 {
+            progress.sent(seq, seq * 10);
+            assert_eq!(progress.claim(seq), Some(seq * 10));
+        }
+        assert_eq!(progress.claim(1), Some(10));
+        assert_eq!(progress.claim(1), None, "a duplicate reply settles nothing");
+    }
 
     #[test]
     fn confirms_settle_once_in_any_order() -> Result<(), PerfError> {
