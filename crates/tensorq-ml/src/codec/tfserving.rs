@@ -21,16 +21,80 @@ use serde_json::{Map, Value};
 /// Most rows one request may hold.
 pub const MAX_INSTANCES: usize = 1 << 16;
 
-/// True when the body is a JSON object with an `"instances"` key (cheap pre-check, then a parse).
+/// True when the body is a JSON object with an `"instances"` key (cheap pre-check, then a scan
+/// that validates the JSON without building it: [`decode`] parses it once).
 pub fn looks_like_tfserving(body: &[u8]) -> bool {
     let window = body.get(..body.len().min(4096)).unwrap_or(body);
     if !window.windows(11).any(|w| w == b"\"instances\"") {
         return false;
     }
-    matches!(serde_json::from_slice::<Value>(body), Ok(Value::Object(m)) if m.contains_key("instances"))
+    // Only an object: serde's derived struct would also accept an array as its fields in order.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return false;
+    }
+    matches!(
+        serde_json::from_slice::<InstancesProbe>(body),
+        Ok(InstancesProbe { instances: Some(_) })
+    )
+}
+
+/// Top-level keys of a request, read only to see whether `"instances"` is there (a present
+/// `null` counts, so that [`decode`] reports it as not an array).
+#[derive(serde::Deserialize)]
+struct InstancesProbe {
+    #[serde(default, deserialize_with = "present")]
+    instances: Option<serde::de::IgnoredAny>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<serde::de::IgnoredAny>, D::Error> {
+    serde::de::Deserialize::deserialize(d).map(Some)
+}
+
+/// The common request, `{"instances": [[numbers], ...], "id"?: "..."}` with flat rows, parsed
+/// straight into numbers without a `Value` tree. Anything else takes the general path.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatRows {
+    instances: Vec<Vec<serde_json::Number>>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+fn decode_flat(body: &[u8]) -> Option<InferRequest> {
+    let FlatRows { instances, id } = serde_json::from_slice(body).ok()?;
+    let width = instances.first()?.len();
+    if width == 0
+        || instances.len() > MAX_INSTANCES
+        || instances.iter().any(|row| row.len() != width)
+    {
+        return None; // let the general path say what is wrong
+    }
+    let numbers = instances.iter().flatten();
+    let data = if instances.iter().flatten().all(|n| n.is_i64()) {
+        TensorData::Int64(numbers.filter_map(|n| n.as_i64()).collect())
+    } else {
+        TensorData::Fp64(numbers.map(|n| n.as_f64()).collect::<Option<_>>()?)
+    };
+    let tensor = Tensor::new("", vec![instances.len(), width], data).ok()?;
+    Some(InferRequest {
+        id,
+        inputs: vec![tensor],
+        outputs: None,
+        format: WireFormat::TfServing,
+    })
 }
 
 pub fn decode(body: &[u8]) -> Result<InferRequest, CodecError> {
+    match decode_flat(body) {
+        Some(request) => Ok(request),
+        None => decode_general(body),
+    }
+}
+
+/// Any TF-Serving request: named inputs, nested rows, and every error message.
+fn decode_general(body: &[u8]) -> Result<InferRequest, CodecError> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| CodecError::Json(e.to_string()))?;
     let Value::Object(mut doc) = doc else {
         return Err(CodecError::Invalid("body must be a JSON object".into()));
@@ -272,10 +336,53 @@ mod tests {
     }
 
     #[test]
+    fn flat_fast_path_matches_the_general_path() {
+        for body in [
+            &br#"{"instances":[[1,2,3],[4,5,6]]}"#[..],
+            br#"{"instances":[[0.5,-1.25e3,2]],"id":"r-1"}"#,
+            br#"{"id":"x","instances":[[1.0]]}"#,
+            br#"{"instances":[[9223372036854775807,1]]}"#,
+            br#"{"instances":[[18446744073709551615,1]]}"#,
+        ] {
+            let fast = decode_flat(body).expect("fast path taken");
+            assert_eq!(
+                fast,
+                decode_general(body).unwrap(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Everything else goes the general way, with its messages.
+        for body in [
+            &br#"{"instances":[]}"#[..],
+            br#"{"instances":[[1,2],[3]]}"#,
+            br#"{"instances":[[[1,2]]]}"#,
+            br#"{"instances":[{"a":[1]}]}"#,
+            br#"{"instances":[[1]],"signature_name":"x"}"#,
+            br#"{"instances":[[1]],"id":7}"#,
+        ] {
+            assert!(
+                decode_flat(body).is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
     fn detection_needs_the_key() {
         assert!(looks_like_tfserving(br#"{"instances":[[1]]}"#));
         assert!(!looks_like_tfserving(
             br#"{"inputs":[],"x":"\"instances\""}"#
+        ));
+        assert!(!looks_like_tfserving(br#"{"inputs":[{"instances":[1]}]}"#));
+        assert!(!looks_like_tfserving(br#"[{"instances":[1]}]"#));
+        assert!(!looks_like_tfserving(br#"{"instances":[1],"#));
+        // A null "instances" is still TF-Serving, so decode can say what is wrong with it.
+        assert!(looks_like_tfserving(br#"{"instances":null}"#));
+        assert!(matches!(
+            decode(br#"{"instances":null}"#),
+            Err(CodecError::Invalid(m)) if m.contains("must be an array")
         ));
     }
 }
