@@ -249,6 +249,21 @@ impl Client {
     }
 }
 
+/// Ready messages in `queue` (a passive declare).
+async fn message_count(ch: &Channel, queue: &str) -> u32 {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
 async fn delete_queues(conn: &Connection, queues: &[&str]) {
     let ch = conn.create_channel().await.unwrap();
     for q in queues {
@@ -502,18 +517,7 @@ async fn poison_messages_get_error_replies_and_are_parked() {
     assert!(bodies.contains(&b"<x/>".to_vec()));
     let s = worker.metrics.snapshot();
     assert_eq!((s.requests, s.errors), (2, 3));
-    let q = ch
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(q.message_count(), 0);
+    assert_eq!(message_count(&ch, &queue).await, 0);
     worker.stop().await;
     delete_queues(&conn, &[&queue, &errors]).await;
 }
@@ -721,18 +725,11 @@ async fn hot_swap_under_load_loses_no_request() {
     worker.stop().await;
     // Every request was acked: none came back to the queue when the worker's connection closed.
     let probe = conn.create_channel().await.unwrap();
-    let left = probe
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(left.message_count(), 0, "requests left unacked");
+    assert_eq!(
+        message_count(&probe, &queue).await,
+        0,
+        "requests left unacked"
+    );
     delete_queues(&conn, &[&queue, &format!("{queue}.errors")]).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

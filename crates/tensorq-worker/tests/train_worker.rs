@@ -296,6 +296,26 @@ fn count_lines(p: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Restarts a training worker on `q`/`out` after a kill and checks that the stored examples are
+/// exactly the published ones: nothing lost, nothing duplicated.
+async fn restart_and_check_nothing_lost(conn: &Connection, q: &str, out: &Path, data: &Dataset) {
+    let n = data.len();
+    let mut a = args(q, out);
+    a.max_examples = Some(n as u64);
+    let report = run(a).await.unwrap();
+    assert_eq!(report.train_examples + report.eval_examples, n);
+    let stored = stored_rows(out);
+    assert_eq!(stored.len(), n);
+    assert_eq!(
+        stored.iter().collect::<HashSet<_>>().len(),
+        n,
+        "duplicates stored"
+    );
+    assert_eq!(stored, published_rows(data));
+    cleanup(conn, &[q, &format!("{q}.errors")]).await;
+    std::fs::remove_dir_all(out).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_loses_no_example() {
     let Some(conn) = broker().await else { return };
@@ -338,20 +358,7 @@ async fn killed_worker_loses_no_example() {
         "the kill should land before the stream ends"
     );
 
-    let mut a = args(&q, &out);
-    a.max_examples = Some(n as u64);
-    let report = run(a).await.unwrap();
-    assert_eq!(report.train_examples + report.eval_examples, n);
-    let stored = stored_rows(&out);
-    assert_eq!(stored.len(), n);
-    assert_eq!(
-        stored.iter().collect::<HashSet<_>>().len(),
-        n,
-        "duplicates stored"
-    );
-    assert_eq!(stored, published_rows(&data));
-    cleanup(&conn, &[&q, &format!("{q}.errors")]).await;
-    std::fs::remove_dir_all(&out).ok();
+    restart_and_check_nothing_lost(&conn, &q, &out, &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,18 +397,5 @@ async fn killed_mid_epoch_and_restarted_loses_no_example() {
     let stored_at_kill = count_lines(&out.join(TRAIN_LOG)) + count_lines(&out.join(EVAL_LOG));
     eprintln!("child killed mid-training with {stored_at_kill} of {n} examples durable");
 
-    let mut a = args(&q, &out);
-    a.max_examples = Some(n as u64);
-    let report = run(a).await.unwrap();
-    assert_eq!(report.train_examples + report.eval_examples, n);
-    let stored = stored_rows(&out);
-    assert_eq!(stored.len(), n);
-    assert_eq!(
-        stored.iter().collect::<HashSet<_>>().len(),
-        n,
-        "duplicates stored"
-    );
-    assert_eq!(stored, published_rows(&data));
-    cleanup(&conn, &[&q, &format!("{q}.errors")]).await;
-    std::fs::remove_dir_all(&out).ok();
+    restart_and_check_nothing_lost(&conn, &q, &out, &data).await;
 }
