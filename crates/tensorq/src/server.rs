@@ -40,9 +40,11 @@ pub struct ServerArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
-    /// Serve a model from a queue inside this process: QUEUE=MODEL.onnx (repeatable). The
-    /// worker connects over loopback AMQP, exactly as `tensorq worker serve` would.
-    #[arg(long = "serve", value_name = "QUEUE=MODEL")]
+    /// Serve a model from a queue inside this process: QUEUE=MODEL.onnx, optionally followed by
+    /// `tensorq worker serve` flags as `,flag=value` (e.g. `,max-batch=32`); repeatable. The
+    /// worker connects over loopback AMQP as the guest user, exactly as `tensorq worker serve`
+    /// would, and reconnects if that connection drops.
+    #[arg(long = "serve", value_name = "QUEUE=MODEL[,flag=value...]")]
     serve: Vec<String>,
 }
 
