@@ -68,9 +68,9 @@ pub struct Encoded {
     pub body: Vec<u8>,
 }
 
-/// Picks the wire format for a content type and body (JSON is split by the keys present).
-pub fn detect_format(content_type: Option<&str>, body: &[u8]) -> Result<WireFormat, CodecError> {
-    let essence = content_type
+/// The content type without parameters, lower-cased; JSON when there is none.
+fn essence(content_type: Option<&str>) -> String {
+    content_type
         .map(|ct| {
             ct.split(';')
                 .next()
@@ -78,9 +78,18 @@ pub fn detect_format(content_type: Option<&str>, body: &[u8]) -> Result<WireForm
                 .trim()
                 .to_ascii_lowercase()
         })
-        .unwrap_or_else(|| CONTENT_TYPE_JSON.to_string());
+        .unwrap_or_else(|| CONTENT_TYPE_JSON.to_string())
+}
+
+fn is_json(essence: &str) -> bool {
+    matches!(essence, "application/json" | "")
+}
+
+/// Picks the wire format for a content type and body (JSON is split by the keys present).
+pub fn detect_format(content_type: Option<&str>, body: &[u8]) -> Result<WireFormat, CodecError> {
+    let essence = essence(content_type);
     match essence.as_str() {
-        "application/json" | "" => {
+        e if is_json(e) => {
             if tfserving::looks_like_tfserving(body) {
                 Ok(WireFormat::TfServing)
             } else {
@@ -107,9 +116,17 @@ pub fn decode_request(
             limit: MAX_BODY_BYTES,
         });
     }
+    // The common TF-Serving body (flat numeric rows) is recognised by parsing it, so it is not
+    // scanned once more to detect its format.
+    if is_json(&essence(content_type)) {
+        if let Some(request) = tfserving::decode_flat(body) {
+            return Ok(request);
+        }
+    }
     match detect_format(content_type, body)? {
         WireFormat::OipJson => oip_json::decode(body),
-        WireFormat::TfServing => tfserving::decode(body),
+        // decode_flat already declined it above.
+        WireFormat::TfServing => tfserving::decode_general(body),
         WireFormat::Protobuf => protobuf::decode(body),
         WireFormat::Raw => raw::decode(headers, body),
     }

@@ -62,7 +62,7 @@ struct FlatRows {
     id: Option<String>,
 }
 
-fn decode_flat(body: &[u8]) -> Option<InferRequest> {
+pub(crate) fn decode_flat(body: &[u8]) -> Option<InferRequest> {
     let FlatRows { instances, id } = serde_json::from_slice(body).ok()?;
     let width = instances.first()?.len();
     if width == 0
@@ -94,7 +94,7 @@ pub fn decode(body: &[u8]) -> Result<InferRequest, CodecError> {
 }
 
 /// Any TF-Serving request: named inputs, nested rows, and every error message.
-fn decode_general(body: &[u8]) -> Result<InferRequest, CodecError> {
+pub(crate) fn decode_general(body: &[u8]) -> Result<InferRequest, CodecError> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| CodecError::Json(e.to_string()))?;
     let Value::Object(mut doc) = doc else {
         return Err(CodecError::Invalid("body must be a JSON object".into()));
