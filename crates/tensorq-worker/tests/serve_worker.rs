@@ -515,7 +515,14 @@ async fn poison_messages_get_error_replies_and_are_parked() {
         bodies.push(m.delivery.data.clone());
     }
     assert!(bodies.contains(&b"<x/>".to_vec()));
-    let s = worker.metrics.snapshot();
+    // Answers are counted once their batch has settled (confirms in, acks sent), which may trail
+    // the replies a little.
+    let deadline = std::time::Instant::now() + REPLY_TIMEOUT;
+    let mut s = worker.metrics.snapshot();
+    while (s.requests, s.errors) != (2, 3) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s = worker.metrics.snapshot();
+    }
     assert_eq!((s.requests, s.errors), (2, 3));
     assert_eq!(message_count(&ch, &queue).await, 0);
     worker.stop().await;
