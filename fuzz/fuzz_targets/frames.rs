@@ -35,10 +35,10 @@ fuzz_target!(|data: &[u8]| {
                 .or_insert_with(|| Assembler::new(1 << 20))
                 .publish(p)
                 .map(|_| None),
-            InFrame::Header(ch, h) => channels
+            InFrame::Header(ch, h, raw) => channels
                 .entry(ch)
                 .or_insert_with(|| Assembler::new(1 << 20))
-                .header(h),
+                .header(*h, raw),
             InFrame::Body(ch, b) => channels
                 .entry(ch)
                 .or_insert_with(|| Assembler::new(1 << 20))

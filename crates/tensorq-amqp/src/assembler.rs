@@ -18,6 +18,8 @@ use crate::error::AmqpError;
 pub struct Content {
     pub publish: Publish,
     pub properties: AMQPProperties,
+    /// The content header's payload as received (see [`crate::encode::content_raw`]).
+    pub header_payload: Bytes,
     pub body: Bytes,
 }
 
@@ -33,6 +35,7 @@ enum State {
 struct Pending {
     publish: Publish,
     properties: AMQPProperties,
+    header_payload: Bytes,
     size: u64,
     first: Option<Bytes>,
     rest: BytesMut,
@@ -77,7 +80,11 @@ impl Assembler {
     }
 
     /// A content header arrived. Returns the message when its body is empty.
-    pub fn header(&mut self, header: AMQPContentHeader) -> Result<Option<Content>, AmqpError> {
+    pub fn header(
+        &mut self,
+        header: AMQPContentHeader,
+        header_payload: Bytes,
+    ) -> Result<Option<Content>, AmqpError> {
         let publish = match std::mem::take(&mut self.state) {
             State::AwaitHeader(p) => p,
             other => {
@@ -104,12 +111,14 @@ impl Assembler {
             return Ok(Some(Content {
                 publish,
                 properties: header.properties,
+                header_payload,
                 body: Bytes::new(),
             }));
         }
         self.state = State::AwaitBody(Box::new(Pending {
             publish,
             properties: header.properties,
+            header_payload,
             size: header.body_size,
             first: None,
             rest: BytesMut::new(),
@@ -151,6 +160,7 @@ impl Assembler {
                 let Pending {
                     publish,
                     properties,
+                    header_payload,
                     first,
                     rest,
                     ..
@@ -158,6 +168,7 @@ impl Assembler {
                 Ok(Some(Content {
                     publish,
                     properties,
+                    header_payload,
                     body: first.unwrap_or_else(|| rest.freeze()),
                 }))
             }
@@ -191,7 +202,7 @@ mod tests {
     #[test]
     fn order_is_enforced() {
         let mut a = Assembler::new(1024);
-        assert_eq!(a.header(header(1)).unwrap_err().code, 505);
+        assert_eq!(a.header(header(1), Bytes::new()).unwrap_err().code, 505);
         assert_eq!(a.body(Bytes::from_static(b"x")).unwrap_err().code, 505);
         a.publish(publish()).unwrap();
         assert_eq!(a.publish(publish()).unwrap_err().code, 505);
@@ -201,10 +212,10 @@ mod tests {
     fn limits() {
         let mut a = Assembler::new(10);
         a.publish(publish()).unwrap();
-        assert_eq!(a.header(header(11)).unwrap_err().code, 406);
+        assert_eq!(a.header(header(11), Bytes::new()).unwrap_err().code, 406);
         let mut a = Assembler::new(10);
         a.publish(publish()).unwrap();
-        a.header(header(3)).unwrap();
+        a.header(header(3), Bytes::new()).unwrap();
         assert_eq!(a.body(Bytes::from_static(b"abcd")).unwrap_err().code, 501);
     }
 
@@ -212,7 +223,7 @@ mod tests {
     fn empty_body_completes_at_header() {
         let mut a = Assembler::new(10);
         a.publish(publish()).unwrap();
-        let c = a.header(header(0)).unwrap().unwrap();
+        let c = a.header(header(0), Bytes::new()).unwrap().unwrap();
         assert!(c.body.is_empty());
         assert!(a.is_idle());
     }
@@ -224,7 +235,7 @@ mod tests {
                                  cuts in proptest::collection::vec(1usize..300, 0..20)) {
             let mut a = Assembler::new(1 << 20);
             a.publish(publish()).unwrap();
-            prop_assert!(a.header(header(body.len() as u64)).unwrap().is_none());
+            prop_assert!(a.header(header(body.len() as u64), Bytes::new()).unwrap().is_none());
             let mut rest = &body[..];
             let mut out = None;
             for c in cuts.iter().chain(std::iter::repeat(&usize::MAX)) {

@@ -30,8 +30,10 @@ pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
 pub enum InFrame {
     /// A method frame.
     Method(u16, AMQPClass),
-    /// A content header frame.
-    Header(u16, AMQPContentHeader),
+    /// A content header frame: parsed, and its payload as received (a zero-copy slice of the
+    /// read buffer), which the broker forwards verbatim on delivery instead of re-encoding the
+    /// properties for every consumer.
+    Header(u16, Box<AMQPContentHeader>, Bytes),
     /// A content body frame: a zero-copy slice of the read buffer.
     Body(u16, Bytes),
     /// A heartbeat frame, with the channel it arrived on (must be 0).
@@ -122,7 +124,9 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<InFrame
     let payload = frame.slice(FRAME_HEADER_SIZE..total - 1);
     let decoded = match kind {
         constants::FRAME_METHOD => InFrame::Method(channel, parse_method(payload)?),
-        constants::FRAME_HEADER => InFrame::Header(channel, parse_header(payload)?),
+        constants::FRAME_HEADER => {
+            InFrame::Header(channel, Box::new(parse_header(payload.clone())?), payload)
+        }
         constants::FRAME_BODY => InFrame::Body(channel, payload),
         _ => {
             if size != 0 {
@@ -285,7 +289,7 @@ mod tests {
         let mut buf = BytesMut::from(&out[..]);
         assert!(matches!(
             decode_frame(&mut buf, 131_072).unwrap(),
-            Some(InFrame::Header(2, _))
+            Some(InFrame::Header(2, _, _))
         ));
         assert_eq!(
             decode_frame(&mut buf, 131_072).unwrap(),

@@ -304,7 +304,7 @@ impl Channel {
                         let frame_max = self.link.frame_max;
                         ctx.outbox.push(|out| {
                             encode::method_owned(out, id, ok);
-                            encode::content(out, id, &msg.properties, &msg.body, frame_max);
+                            encode::content_raw(out, id, &msg.header, &msg.body, frame_max);
                         });
                     }
                     None => reply(
@@ -479,6 +479,7 @@ impl Channel {
             exchange: c.publish.exchange,
             routing_key: c.publish.routing_key,
             properties: c.properties,
+            header: c.header_payload,
             body: c.body,
         });
         if let Some(tx) = self.tx.as_mut() {
@@ -491,7 +492,10 @@ impl Channel {
 
     fn exchange(&mut self, vhost: &VHost, name: &str) -> Result<Arc<Exchange>, AmqpError> {
         if let Some(x) = &self.cached_exchange {
-            if x.spec.name.as_str() == name && !x.is_deleted() {
+            // Lengths first: the default exchange ("") is the common case and needs no memcmp.
+            let cached = x.spec.name.as_str();
+            if cached.len() == name.len() && (name.is_empty() || cached == name) && !x.is_deleted()
+            {
                 return Ok(x.clone());
             }
         }
@@ -541,7 +545,7 @@ impl Channel {
             let frame_max = self.link.frame_max;
             ctx.outbox.push(|out| {
                 encode::method_owned(out, id, ret);
-                encode::content(out, id, &msg.properties, &msg.body, frame_max);
+                encode::content_raw(out, id, &msg.header, &msg.body, frame_max);
             });
         }
         // A persistent message is written to the store once for all its durable queues.
@@ -571,8 +575,8 @@ impl Channel {
                 // Not stored: the publisher gets a nack and may publish again.
                 continue;
             }
-            q.publish(msg.clone(), if durable { stored } else { None });
-            if q.is_over_threshold() && !ctx.slow.iter().any(|s| Arc::ptr_eq(s, &q)) {
+            let over = q.publish(msg.clone(), if durable { stored } else { None });
+            if over && !ctx.slow.iter().any(|s| Arc::ptr_eq(s, &q)) {
                 ctx.slow.push(q);
             }
         }
@@ -653,7 +657,7 @@ impl Channel {
                     (*tag, *multiple)
                 }
             };
-            let known = (tag == 0 && multiple) || self.link.state.lock().unacked.contains_key(&tag);
+            let known = (tag == 0 && multiple) || self.link.state.lock().unacked.contains(tag);
             if !known {
                 return Err(unknown_tag(tag));
             }

@@ -5,7 +5,6 @@
 //! queue → [`ChannelLink::state`] → outbox; the connection task never holds this lock while it
 //! locks a queue.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -16,6 +15,7 @@ use tensorq_amqp::{encode, ShortString};
 use crate::message::{Message, Queued};
 use crate::outbox::Outbox;
 use crate::queue::Queue;
+use crate::unacked::TagQueue;
 
 /// A consumer registered on a queue.
 pub struct Consumer {
@@ -43,7 +43,7 @@ pub struct Unacked {
 #[derive(Default)]
 pub struct DeliveryState {
     pub next_tag: u64,
-    pub unacked: BTreeMap<u64, Unacked>,
+    pub unacked: TagQueue<Unacked>,
     /// Channel-wide prefetch (basic.qos global=true); 0 = unlimited.
     pub prefetch_global: u16,
     /// channel.flow active=false pauses deliveries.
@@ -151,7 +151,7 @@ impl ChannelLink {
         let channel = self.id;
         self.outbox.push_quiet(|out| {
             encode::method_owned(out, channel, deliver);
-            encode::content(out, channel, &msg.properties, &msg.body, frame_max);
+            encode::content_raw(out, channel, &msg.header, &msg.body, frame_max);
         });
         if consumer.no_ack {
             drop(st);
@@ -193,19 +193,15 @@ impl ChannelLink {
     pub fn settle(&self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
         let mut st = self.state.lock();
         let taken: Vec<Unacked> = if multiple {
-            if tag != 0 && !st.unacked.contains_key(&tag) {
+            if tag == 0 {
+                st.unacked.take_all()
+            } else if st.unacked.contains(tag) {
+                st.unacked.take_through(tag)
+            } else {
                 return None;
             }
-            let keep = if tag == 0 {
-                BTreeMap::new()
-            } else {
-                st.unacked.split_off(&(tag + 1))
-            };
-            std::mem::replace(&mut st.unacked, keep)
-                .into_values()
-                .collect()
         } else {
-            vec![st.unacked.remove(&tag)?]
+            vec![st.unacked.remove(tag)?]
         };
         drop(st);
         for u in &taken {

@@ -20,6 +20,7 @@ pub mod persist;
 pub mod queue;
 pub mod server;
 pub mod shutdown;
+pub mod unacked;
 pub mod vhost;
 
 pub use broker::{Broker, BrokerError};

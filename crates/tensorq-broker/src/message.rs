@@ -17,6 +17,10 @@ pub struct Message {
     pub exchange: ShortString,
     pub routing_key: ShortString,
     pub properties: AMQPProperties,
+    /// The encoded content-header payload (as the publisher sent it, or encoded once from
+    /// `properties` for a message read back from the store): every delivery forwards these
+    /// bytes instead of re-encoding the properties.
+    pub header: Bytes,
     pub body: Bytes,
 }
 

@@ -72,14 +72,16 @@ pub fn decode_message(payload: Bytes) -> Result<Message, String> {
     let header = payload.get(at..at + hlen).ok_or("envelope truncated")?;
     let mut buf = BytesMut::from(header);
     let properties = match decode_frame(&mut buf, tensorq_amqp::limits::FRAME_MAX) {
-        Ok(Some(InFrame::Header(_, h))) => h.properties,
+        Ok(Some(InFrame::Header(_, h, _))) => h.properties,
         _ => return Err("envelope holds no valid content header".into()),
     };
+    let body = payload.slice(at + hlen..);
     Ok(Message {
         exchange,
         routing_key,
+        header: encode::header_payload(&properties, body.len() as u64).into(),
         properties,
-        body: payload.slice(at + hlen..),
+        body,
     })
 }
 
@@ -197,20 +199,24 @@ mod tests {
     fn envelope_round_trip() {
         let mut headers = FieldTable::default();
         headers.insert("k".into(), AMQPValue::LongString("v".into()));
+        let properties = AMQPProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers)
+            .with_correlation_id("c1".into());
+        let body = Bytes::from_static(b"payload bytes");
         let msg = Message {
             exchange: "ex".into(),
             routing_key: "rk.a".into(),
-            properties: AMQPProperties::default()
-                .with_delivery_mode(2)
-                .with_headers(headers)
-                .with_correlation_id("c1".into()),
-            body: Bytes::from_static(b"payload bytes"),
+            header: encode::header_payload(&properties, body.len() as u64).into(),
+            properties,
+            body,
         };
         let back = decode_message(Bytes::from(encode_message(&msg))).unwrap();
         assert_eq!(back.exchange, msg.exchange);
         assert_eq!(back.routing_key, msg.routing_key);
         assert_eq!(back.properties, msg.properties);
         assert_eq!(back.body, msg.body);
+        assert_eq!(back.header, msg.header);
         assert!(decode_message(Bytes::from_static(b"\x01\x05ab")).is_err());
         assert!(decode_message(Bytes::new()).is_err());
     }

@@ -435,7 +435,12 @@ mod tests {
     use crate::codec::{decode_request, NoHeaders};
 
     fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        // The manifest directory as cargo gives it to the running test (a test binary cargo reuses
+        // from another checkout of the same sources still finds this checkout's fixtures), else as
+        // it was at compile time.
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
             .join("../../fixtures/models")
             .join(name)
     }

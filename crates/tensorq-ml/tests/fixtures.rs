@@ -4,12 +4,18 @@
 
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tensorq_ml::codec::{self, protobuf, raw, NoHeaders};
 use tensorq_ml::{OnnxModel, Tensor, TensorData, WireFormat};
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models")
+    // The manifest directory as cargo gives it to the running test (a test binary cargo reuses
+    // from another checkout of the same sources still finds this checkout's fixtures), else as
+    // it was at compile time.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../../fixtures/models")
 }
 
 struct Expected {

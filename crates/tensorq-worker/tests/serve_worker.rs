@@ -14,7 +14,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tensorq_ml::OnnxModel;
@@ -45,7 +45,12 @@ async fn connect_or_skip(test: &str) -> Option<Connection> {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The manifest directory as cargo gives it to the running test (a test binary cargo reuses
+    // from another checkout of the same sources still finds this checkout's fixtures), else as
+    // it was at compile time.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .join("../../fixtures/models")
         .join(name)
 }

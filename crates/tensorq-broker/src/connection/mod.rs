@@ -303,10 +303,12 @@ impl Connection {
             ))),
             InFrame::Method(0, m) => self.connection_method(m),
             InFrame::Method(ch, m) => self.channel_method(ch, m).map(|()| true),
-            InFrame::Header(0, _) | InFrame::Body(0, _) => {
+            InFrame::Header(0, ..) | InFrame::Body(0, _) => {
                 Err(AmqpError::unexpected_frame("content frame on channel 0"))
             }
-            InFrame::Header(ch, h) => self.channel_content(ch, |a| a.header(h)).map(|()| true),
+            InFrame::Header(ch, h, raw) => self
+                .channel_content(ch, |a| a.header(*h, raw))
+                .map(|()| true),
             InFrame::Body(ch, b) => self.channel_content(ch, |a| a.body(b)).map(|()| true),
         }
     }

@@ -124,7 +124,10 @@ impl Queue {
     /// Appends a routed message and delivers what consumers can take. `stored` is the message's
     /// store handle when it was written for this queue: the queue then keeps only the handle, but
     /// a consumer with credit right now gets the in-memory copy without a read-back.
-    pub fn publish(self: &Arc<Self>, msg: Arc<Message>, stored: Option<MsgRef>) {
+    ///
+    /// Returns whether the backlog is now above the slow-down threshold (read under the same
+    /// lock, so the publisher's hot path does not take it twice).
+    pub fn publish(self: &Arc<Self>, msg: Arc<Message>, stored: Option<MsgRef>) -> bool {
         let mut st = self.state.lock();
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -146,6 +149,7 @@ impl Queue {
             st.ready.push_back(entry);
         }
         self.drive_locked(&mut st);
+        st.bytes > self.slow_bytes
     }
 
     /// Puts recovered messages (from the store, in order) into the queue.
