@@ -38,7 +38,7 @@ pub struct ConnCtx<'a> {
 }
 
 /// A publish whose confirm waits for the store.
-enum Awaiting {
+pub(crate) enum Awaiting {
     /// Confirm once the ticket is durable (nack if its write failed).
     Ticket(SyncTicket),
     /// The write failed at append time: nack.
@@ -548,38 +548,7 @@ impl Channel {
                 encode::content_raw(out, id, &msg.header, &msg.body, frame_max);
             });
         }
-        // A persistent message is written to the store once for all its durable queues.
-        let mut awaiting = None;
-        let mut stored = None;
-        if msg.persistent() {
-            if let Some(p) = ctx.persistence {
-                let ids: Vec<_> = targets.iter().filter_map(|q| q.store_id()).collect();
-                if !ids.is_empty() {
-                    match p.store.append(&ids, &persist::encode_message(&msg)) {
-                        Ok((r, ticket)) => {
-                            stored = Some(r);
-                            awaiting = Some(Awaiting::Ticket(ticket));
-                        }
-                        Err(e) => {
-                            tracing::error!("persistent message not stored: {e}");
-                            awaiting = Some(Awaiting::Failed);
-                        }
-                    }
-                }
-            }
-        }
-        let failed = matches!(awaiting, Some(Awaiting::Failed));
-        for q in targets.drain(..) {
-            let durable = q.store_id().is_some();
-            if failed && durable {
-                // Not stored: the publisher gets a nack and may publish again.
-                continue;
-            }
-            let over = q.publish(msg.clone(), if durable { stored } else { None });
-            if over && !ctx.slow.iter().any(|s| Arc::ptr_eq(s, &q)) {
-                ctx.slow.push(q);
-            }
-        }
+        let awaiting = enqueue(ctx.persistence, &mut targets, &msg, ctx.slow);
         self.route_buf = targets;
         if let Some(next) = self.confirm_next.as_mut() {
             let seq = *next;
@@ -720,12 +689,56 @@ impl Channel {
     }
 }
 
-fn unknown_tag(tag: u64) -> AmqpError {
+/// Writes a persistent message to the store once for all the durable queues among `targets`
+/// (draining it), then appends it to every target queue; queues now over their backlog
+/// threshold are added to `slow`. Returns what the publish's confirm waits for: nothing for a
+/// transient message, the store ticket for a stored one. A message whose write failed is not
+/// put in durable queues (the publisher gets a nack and may publish again).
+pub(crate) fn enqueue(
+    persistence: Option<&Arc<Persistence>>,
+    targets: &mut Vec<Arc<Queue>>,
+    msg: &Arc<Message>,
+    slow: &mut Vec<Arc<Queue>>,
+) -> Option<Awaiting> {
+    let mut awaiting = None;
+    let mut stored = None;
+    if msg.persistent() {
+        if let Some(p) = persistence {
+            let ids: Vec<_> = targets.iter().filter_map(|q| q.store_id()).collect();
+            if !ids.is_empty() {
+                match p.store.append(&ids, &persist::encode_message(msg)) {
+                    Ok((r, ticket)) => {
+                        stored = Some(r);
+                        awaiting = Some(Awaiting::Ticket(ticket));
+                    }
+                    Err(e) => {
+                        tracing::error!("persistent message not stored: {e}");
+                        awaiting = Some(Awaiting::Failed);
+                    }
+                }
+            }
+        }
+    }
+    let failed = matches!(awaiting, Some(Awaiting::Failed));
+    for q in targets.drain(..) {
+        let durable = q.store_id().is_some();
+        if failed && durable {
+            continue;
+        }
+        let over = q.publish(msg.clone(), if durable { stored } else { None });
+        if over && !slow.iter().any(|s| Arc::ptr_eq(s, &q)) {
+            slow.push(q);
+        }
+    }
+    awaiting
+}
+
+pub(crate) fn unknown_tag(tag: u64) -> AmqpError {
     AmqpError::precondition_failed(format!("unknown delivery tag {tag}")).on_method(60, 80)
 }
 
 /// Returns unacked messages to their queues, grouped per queue, in tag order.
-fn requeue_all(taken: Vec<Unacked>) {
+pub(crate) fn requeue_all(taken: Vec<Unacked>) {
     let mut groups: Vec<(Arc<Queue>, Vec<Queued>)> = Vec::new();
     for u in taken {
         let Some(q) = u.queue.upgrade() else { continue };
@@ -740,7 +753,7 @@ fn requeue_all(taken: Vec<Unacked>) {
 }
 
 /// Records in the store that settled messages are done (acked, or rejected without requeue).
-fn forget_all(taken: &[Unacked]) {
+pub(crate) fn forget_all(taken: &[Unacked]) {
     let mut groups: Vec<(Arc<Queue>, Vec<&Queued>)> = Vec::new();
     for u in taken {
         if u.entry.stored().is_none() {

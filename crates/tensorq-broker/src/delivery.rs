@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use tensorq_amqp::amq_protocol::protocol::{basic, AMQPClass};
 use tensorq_amqp::{encode, ShortString};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::message::{Message, Queued};
 use crate::outbox::Outbox;
@@ -51,12 +52,23 @@ pub struct DeliveryState {
     pub closed: bool,
 }
 
+/// A delivery handed to an in-process consumer (see `local.rs`) instead of being encoded.
+pub struct LocalDelivery {
+    pub tag: u64,
+    pub redelivered: bool,
+    pub message: Arc<Message>,
+}
+
 /// What queues see of a channel.
 pub struct ChannelLink {
     pub id: u16,
+    /// The connection's output buffer; for an in-process channel, only its wake-ups and closed
+    /// flag are used.
     pub outbox: Arc<Outbox>,
     pub frame_max: u32,
     pub state: Mutex<DeliveryState>,
+    /// Set for an in-process channel: deliveries go here as messages, not frames.
+    local: Option<UnboundedSender<LocalDelivery>>,
 }
 
 /// Why a consumer could not take a message now.
@@ -72,6 +84,20 @@ pub enum Refusal {
 
 impl ChannelLink {
     pub fn new(id: u16, outbox: Arc<Outbox>, frame_max: u32) -> Arc<Self> {
+        Self::with_sink(id, outbox, frame_max, None)
+    }
+
+    /// A channel of an in-process client: deliveries are sent to `sink`.
+    pub fn new_local(outbox: Arc<Outbox>, sink: UnboundedSender<LocalDelivery>) -> Arc<Self> {
+        Self::with_sink(1, outbox, tensorq_amqp::limits::FRAME_MAX, Some(sink))
+    }
+
+    fn with_sink(
+        id: u16,
+        outbox: Arc<Outbox>,
+        frame_max: u32,
+        local: Option<UnboundedSender<LocalDelivery>>,
+    ) -> Arc<Self> {
         Arc::new(ChannelLink {
             id,
             outbox,
@@ -80,6 +106,7 @@ impl ChannelLink {
                 next_tag: 1,
                 ..DeliveryState::default()
             }),
+            local,
         })
     }
 
@@ -124,7 +151,7 @@ impl ChannelLink {
         queue: &Arc<Queue>,
         consumer: &Arc<Consumer>,
         entry: Queued,
-        msg: &Message,
+        msg: &Arc<Message>,
     ) -> Result<(), (Refusal, Queued)> {
         if self.outbox.is_full() {
             let why = if self.outbox.is_closed() {
@@ -140,19 +167,35 @@ impl ChannelLink {
         }
         let tag = st.next_tag;
         st.next_tag += 1;
-        let deliver = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: consumer.tag.clone(),
-            delivery_tag: tag,
-            redelivered: entry.redelivered,
-            exchange: msg.exchange.clone(),
-            routing_key: msg.routing_key.clone(),
-        }));
-        let frame_max = self.frame_max;
-        let channel = self.id;
-        self.outbox.push_quiet(|out| {
-            encode::method_owned(out, channel, deliver);
-            encode::content_raw(out, channel, &msg.header, &msg.body, frame_max);
-        });
+        match &self.local {
+            Some(sink) => {
+                let sent = sink.send(LocalDelivery {
+                    tag,
+                    redelivered: entry.redelivered,
+                    message: Arc::clone(msg),
+                });
+                if sent.is_err() {
+                    st.next_tag -= 1;
+                    st.closed = true;
+                    return Err((Refusal::Gone, entry));
+                }
+            }
+            None => {
+                let deliver = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                    consumer_tag: consumer.tag.clone(),
+                    delivery_tag: tag,
+                    redelivered: entry.redelivered,
+                    exchange: msg.exchange.clone(),
+                    routing_key: msg.routing_key.clone(),
+                }));
+                let frame_max = self.frame_max;
+                let channel = self.id;
+                self.outbox.push_quiet(|out| {
+                    encode::method_owned(out, channel, deliver);
+                    encode::content_raw(out, channel, &msg.header, &msg.body, frame_max);
+                });
+            }
+        }
         if consumer.no_ack {
             drop(st);
             queue.forget(&[&entry]);

@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod delivery;
 pub mod exchange;
+pub mod local;
 pub mod message;
 pub mod outbox;
 pub mod persist;

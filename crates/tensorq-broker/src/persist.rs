@@ -23,7 +23,8 @@ use crate::vhost::VHost;
 const ENVELOPE_V1: u8 = 1;
 
 /// Encodes a message for the store: version, exchange and routing key (length-prefixed), then
-/// the content header frame as amq-protocol encodes it (its properties), then the body.
+/// a content header frame carrying the message's encoded header (its properties), then the
+/// body.
 pub fn encode_message(msg: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + msg.body.len());
     out.push(ENVELOPE_V1);
@@ -31,11 +32,12 @@ pub fn encode_message(msg: &Message) -> Vec<u8> {
         out.push(s.as_str().len() as u8);
         out.extend_from_slice(s.as_str().as_bytes());
     }
+    // The message's encoded header as it is (its body size field is not read back).
     let mut header = Vec::new();
-    encode::content(
+    encode::content_raw(
         &mut header,
         0,
-        &msg.properties,
+        &msg.header,
         &[],
         tensorq_amqp::limits::FRAME_MAX,
     );
@@ -71,16 +73,22 @@ pub fn decode_message(payload: Bytes) -> Result<Message, String> {
     at += 4;
     let header = payload.get(at..at + hlen).ok_or("envelope truncated")?;
     let mut buf = BytesMut::from(header);
-    let properties = match decode_frame(&mut buf, tensorq_amqp::limits::FRAME_MAX) {
-        Ok(Some(InFrame::Header(_, h, _))) => h.properties,
+    let (parsed, raw) = match decode_frame(&mut buf, tensorq_amqp::limits::FRAME_MAX) {
+        Ok(Some(InFrame::Header(_, h, raw))) => (h, raw),
         _ => return Err("envelope holds no valid content header".into()),
     };
     let body = payload.slice(at + hlen..);
+    // Envelopes written before headers were kept raw carry body size 0: encode those anew.
+    let header = if parsed.body_size == body.len() as u64 {
+        raw
+    } else {
+        encode::header_payload(&parsed.properties, body.len() as u64).into()
+    };
     Ok(Message {
         exchange,
         routing_key,
-        header: encode::header_payload(&properties, body.len() as u64).into(),
-        properties,
+        header,
+        properties: parsed.properties,
         body,
     })
 }
@@ -219,5 +227,24 @@ mod tests {
         assert_eq!(back.header, msg.header);
         assert!(decode_message(Bytes::from_static(b"\x01\x05ab")).is_err());
         assert!(decode_message(Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn envelopes_with_a_zero_body_size_header_get_a_correct_one() {
+        // How envelopes were written before the header was stored as received.
+        let properties = AMQPProperties::default().with_delivery_mode(2);
+        let mut old = vec![ENVELOPE_V1, 0, 1, b'q'];
+        let mut header = Vec::new();
+        encode::content(&mut header, 0, &properties, &[], 131_072);
+        old.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        old.extend_from_slice(&header);
+        old.extend_from_slice(b"body");
+        let back = decode_message(Bytes::from(old)).unwrap();
+        assert_eq!(back.properties, properties);
+        assert_eq!(&back.body[..], b"body");
+        assert_eq!(
+            back.header,
+            Bytes::from(encode::header_payload(&properties, 4))
+        );
     }
 }

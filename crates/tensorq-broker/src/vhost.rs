@@ -457,6 +457,11 @@ impl VHost {
         Ok(())
     }
 
+    /// The store behind this vhost's durable queues, if the broker has one.
+    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persistence.as_ref()
+    }
+
     /// The queues a message published to `x` reaches, each once, following
     /// exchange-to-exchange bindings (cycles are cut).
     pub fn route(

@@ -317,12 +317,12 @@ impl OnnxModel {
                 ))
             })?);
         }
+        // Each request takes its piece of every output, moved rather than copied.
+        let mut pieces: Vec<std::vec::IntoIter<Tensor>> =
+            per_output.into_iter().map(Vec::into_iter).collect();
         let mut responses = Vec::with_capacity(requests.len());
-        for (i, r) in requests.iter().enumerate() {
-            let outs: Vec<Tensor> = per_output
-                .iter()
-                .filter_map(|pieces| pieces.get(i).cloned())
-                .collect();
+        for r in requests {
+            let outs: Vec<Tensor> = pieces.iter_mut().filter_map(Iterator::next).collect();
             responses.push(self.response(r, outs));
         }
         Ok(responses)

@@ -1,5 +1,8 @@
 //! Serving worker against a real AMQP broker: RabbitMQ by default, tensorq when scripts/test
-//! points `TENSORQ_TEST_AMQP_URL` at a `tensorq server` it started.
+//! points `TENSORQ_TEST_AMQP_URL` at a `tensorq server` it started, and tensorq's in-process
+//! transport (the one `tensorq server --serve` uses) when `TENSORQ_TEST_SERVE_IN_PROCESS=1`: the
+//! tests then start a broker with a data directory inside the test process, run the workers
+//! through its in-process client and talk to it as clients over AMQP with lapin.
 //!
 //! The broker URL comes from `TENSORQ_TEST_AMQP_URL` (default the local RabbitMQ). When the broker
 //! is unreachable these tests fail if `CI=true` and skip with a message otherwise. Queue names
@@ -15,7 +18,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tensorq_ml::OnnxModel;
 use tensorq_worker::serve::worker::{
@@ -27,7 +30,47 @@ use tokio::sync::oneshot;
 const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
+fn in_process() -> bool {
+    std::env::var("TENSORQ_TEST_SERVE_IN_PROCESS").as_deref() == Ok("1")
+}
+
+/// The broker of in-process mode: started once, on a runtime of its own thread (each test has
+/// its own runtime), with a durable store in a temporary directory.
+fn embedded_broker() -> &'static (String, Arc<tensorq_broker::Broker>) {
+    static BROKER: OnceLock<(String, Arc<tensorq_broker::Broker>)> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let config = tensorq_broker::BrokerConfig {
+                    listen: "127.0.0.1:0".into(),
+                    data_dir: Some(dir.path().to_path_buf()),
+                    ..Default::default()
+                };
+                let server = tensorq_broker::Server::bind(config).await.unwrap();
+                let url = format!(
+                    "amqp://guest:guest@127.0.0.1:{}/%2f",
+                    server.local_addr().unwrap().port()
+                );
+                tx.send((url, server.broker())).unwrap();
+                server.run(std::future::pending()).await;
+                drop(dir);
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
 fn url() -> String {
+    if in_process() {
+        return embedded_broker().0.clone();
+    }
     std::env::var("TENSORQ_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
 }
 
@@ -122,11 +165,14 @@ fn start(config: ServeConfig, model: OnnxModel) -> Running {
     let (tx, rx) = oneshot::channel::<()>();
     let url = url();
     let handle = tokio::spawn(async move {
-        server
-            .run(&url, async {
-                let _ = rx.await;
-            })
-            .await
+        let shutdown = async {
+            let _ = rx.await;
+        };
+        if in_process() {
+            server.run_in_process(&embedded_broker().1, shutdown).await
+        } else {
+            server.run(&url, shutdown).await
+        }
     });
     Running {
         handle,
@@ -744,4 +790,29 @@ async fn hot_swap_under_load_loses_no_request() {
     );
     delete_queues(&conn, &[&queue, &format!("{queue}.errors")]).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn deleting_the_request_queue_stops_the_worker() {
+    let Some(conn) = connect_or_skip("deleting_the_request_queue_stops_the_worker").await else {
+        return;
+    };
+    let queue = unique("deleted");
+    let mut c = client(&conn, &queue, QueueType::Classic).await;
+    let exp = expected("seed_mlp");
+    let worker = start(config(&queue), seed_model("1"));
+    c.send_json(&queue, "d", &oip("d1", &exp.rows[0])).await;
+    c.collect(1).await;
+    delete_queues(&conn, &[&queue]).await;
+    let ended = tokio::time::timeout(REPLY_TIMEOUT, worker.handle).await;
+    assert!(
+        matches!(
+            ended,
+            Ok(Ok(Err(tensorq_worker::serve::ServeError::ConsumerClosed(
+                _
+            ))))
+        ),
+        "the worker did not stop with ConsumerClosed: {ended:?}"
+    );
+    delete_queues(&conn, &[&format!("{queue}.errors")]).await;
 }

@@ -150,10 +150,11 @@ pub async fn run(mut args: DemoArgs) -> Result<()> {
     let worker = Server::new(ServeConfig::new(PREDICT_QUEUE), model);
     let metrics = worker.metrics();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker_url = url.clone();
+    // Served in process, as `tensorq server --serve` does.
+    let broker = server.broker.clone();
     let serving = tokio::spawn(async move {
         worker
-            .run(&worker_url, async {
+            .run_in_process(&broker, async {
                 let _ = stop_rx.await;
             })
             .await

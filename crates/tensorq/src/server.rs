@@ -42,10 +42,29 @@ pub struct ServerArgs {
     print_config: bool,
     /// Serve a model from a queue inside this process: QUEUE=MODEL.onnx, optionally followed by
     /// `tensorq worker serve` flags as `,flag=value` (e.g. `,max-batch=32`); repeatable. The
-    /// worker connects over loopback AMQP as the guest user, exactly as `tensorq worker serve`
-    /// would, and reconnects if that connection drops.
+    /// worker uses the broker's queues directly (see --serve-transport) and starts again if its
+    /// queue is deleted.
     #[arg(long = "serve", value_name = "QUEUE=MODEL[,flag=value...]")]
     serve: Vec<String>,
+    /// How --serve workers reach the broker: in process (no sockets or frames), or over
+    /// loopback AMQP as the guest user, exactly as `tensorq worker serve` would (kept to
+    /// measure one against the other).
+    #[arg(long, value_enum, default_value_t = ServeTransport::InProcess)]
+    serve_transport: ServeTransport,
+}
+
+/// See `--serve-transport`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeTransport {
+    InProcess,
+    Loopback,
+}
+
+/// Where an embedded worker finds the broker.
+#[derive(Clone)]
+enum Target {
+    InProcess(std::sync::Arc<tensorq_broker::Broker>),
+    Loopback(String),
 }
 
 /// Wraps the worker's flags so `--serve` can build them with their defaults.
@@ -133,12 +152,18 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .and_then(|()| std::fs::rename(&tmp, path))
             .with_context(|| format!("cannot write port file {}", path.display()))?;
     }
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", addr.port());
+    let args_transport = args.serve_transport;
     let (stop_workers, _) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for (args, first) in embedded {
         let stop = stop_workers.subscribe();
-        workers.push(tokio::spawn(run_embedded(url.clone(), args, first, stop)));
+        let target = match args_transport {
+            ServeTransport::InProcess => Target::InProcess(server.broker()),
+            ServeTransport::Loopback => {
+                Target::Loopback(format!("amqp://guest:guest@127.0.0.1:{}/%2f", addr.port()))
+            }
+        };
+        workers.push(tokio::spawn(run_embedded(target, args, first, stop)));
     }
     let stop = async {
         stop_signal().await;
@@ -181,15 +206,15 @@ fn parse_serve_spec(spec: &str) -> Result<EmbeddedServe> {
         .map_err(|e| anyhow::anyhow!("--serve {spec}: {e}"))
 }
 
-/// Runs one embedded serving worker until `stop` turns true, reconnecting (and reloading the
-/// model) if its connection to the broker drops.
+/// Runs one embedded serving worker until `stop` turns true; if its consumer goes away (its
+/// queue was deleted, or the loopback connection dropped), it starts again after a second
+/// (reloading the model), which declares the queue anew.
 async fn run_embedded(
-    url: String,
-    mut args: tensorq_worker::serve::ServeArgs,
+    target: Target,
+    args: tensorq_worker::serve::ServeArgs,
     first: tensorq_worker::serve::Server,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    args.broker = url;
     let mut worker = Some(first);
     loop {
         let server = match worker.take() {
@@ -206,7 +231,11 @@ async fn run_embedded(
         let shutdown = async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        match server.run(&args.broker, shutdown).await {
+        let result = match &target {
+            Target::InProcess(broker) => server.run_in_process(broker, shutdown).await,
+            Target::Loopback(url) => server.run(url, shutdown).await,
+        };
+        match result {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(queue = %args.queue, "embedded serving worker: {e}; restarting")

@@ -174,7 +174,7 @@ impl Queue {
         self: &Arc<Self>,
         st: &mut QueueState,
         mut entry: Queued,
-        msg: &Message,
+        msg: &Arc<Message>,
     ) -> Result<(), Queued> {
         let n = st.consumers.len();
         for _ in 0..n {

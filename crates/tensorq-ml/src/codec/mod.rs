@@ -20,6 +20,7 @@
 pub mod oip_json;
 pub mod protobuf;
 pub mod raw;
+pub mod rows_scan;
 pub mod tfserving;
 
 use crate::error::CodecError;

@@ -12,6 +12,7 @@
 //! `{output_name: row}` for several. Owns only this JSON shape.
 
 use crate::codec::oip_json::kind;
+use crate::codec::rows_scan;
 use crate::codec::{Encoded, CONTENT_TYPE_JSON};
 use crate::error::CodecError;
 use crate::request::{InferRequest, InferResponse, WireFormat};
@@ -52,34 +53,17 @@ fn present<'de, D: serde::Deserializer<'de>>(
     serde::de::Deserialize::deserialize(d).map(Some)
 }
 
-/// The common request, `{"instances": [[numbers], ...], "id"?: "..."}` with flat rows, parsed
-/// straight into numbers without a `Value` tree. Anything else takes the general path.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FlatRows {
-    instances: Vec<Vec<serde_json::Number>>,
-    #[serde(default)]
-    id: Option<String>,
-}
-
+/// The common request, `{"instances": [[numbers], ...], "id"?: "..."}` with flat rows, read in
+/// one pass straight into numbers (`rows_scan`). Anything else takes the general path.
 pub(crate) fn decode_flat(body: &[u8]) -> Option<InferRequest> {
-    let FlatRows { instances, id } = serde_json::from_slice(body).ok()?;
-    let width = instances.first()?.len();
-    if width == 0
-        || instances.len() > MAX_INSTANCES
-        || instances.iter().any(|row| row.len() != width)
-    {
-        return None; // let the general path say what is wrong
-    }
-    let numbers = instances.iter().flatten();
-    let data = if instances.iter().flatten().all(|n| n.is_i64()) {
-        TensorData::Int64(numbers.filter_map(|n| n.as_i64()).collect())
-    } else {
-        TensorData::Fp64(numbers.map(|n| n.as_f64()).collect::<Option<_>>()?)
+    let rows = rows_scan::scan(body, MAX_INSTANCES)?;
+    let data = match rows.ints {
+        Some(ints) => TensorData::Int64(ints),
+        None => TensorData::Fp64(rows.floats),
     };
-    let tensor = Tensor::new("", vec![instances.len(), width], data).ok()?;
+    let tensor = Tensor::new("", vec![rows.rows, rows.width], data).ok()?;
     Some(InferRequest {
-        id,
+        id: rows.id,
         inputs: vec![tensor],
         outputs: None,
         format: WireFormat::TfServing,

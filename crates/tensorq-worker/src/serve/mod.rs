@@ -5,8 +5,9 @@
 //! Owns the command-line surface ([`ServeArgs`]), the configuration ([`ServeConfig`]), the
 //! entry points ([`run`] for the binary, [`Server`] for in-process use by tests and demos) and
 //! [`ServeError`]. The AMQP loop lives in `worker`, batching in `batcher`, hot swap in `hotswap`,
-//! counters in `metrics`. Tensors, codecs and inference are `tensorq-ml`'s; nothing here is
-//! broker-internal, so it runs the same against tensorq and RabbitMQ.
+//! counters in `metrics`, the two ways to reach a broker (AMQP, or in-process when embedded in
+//! `tensorq server`) in `transport`. Tensors, codecs and inference are `tensorq-ml`'s; over AMQP
+//! nothing here is broker-specific, so it runs the same against tensorq and RabbitMQ.
 //!
 //! Message contract (see `worker` for details): the request's content type picks the codec; the
 //! reply goes to `reply_to` (default exchange) with the request's `correlation_id`, or to
@@ -17,6 +18,7 @@
 pub mod batcher;
 pub mod hotswap;
 pub mod metrics;
+pub mod transport;
 pub mod worker;
 
 use std::future::Future;
@@ -73,7 +75,8 @@ pub struct ServeArgs {
     /// Longest wait, in microseconds, after a batch's first request before it runs.
     #[arg(long, default_value_t = DEFAULT_MAX_DELAY_US)]
     pub max_delay_us: u64,
-    /// AMQP prefetch (default: twice --max-batch; never below --max-batch).
+    /// AMQP prefetch (default: eight times --max-batch, so the next batches are already at
+    /// hand while one runs; never below --max-batch).
     #[arg(long)]
     pub prefetch: Option<u16>,
     /// Queue type to declare.
@@ -107,6 +110,11 @@ pub enum ServeError {
         context: &'static str,
         #[source]
         source: lapin::Error,
+    },
+    #[error("in-process broker client error during {context}: {reason}")]
+    InProcess {
+        context: &'static str,
+        reason: String,
     },
     #[error("the consumer on queue {0:?} was closed by the broker or the connection dropped")]
     ConsumerClosed(String),
@@ -172,7 +180,7 @@ impl ServeConfig {
 }
 
 fn default_prefetch(max_batch: usize) -> u16 {
-    u16::try_from(max_batch.saturating_mul(2)).unwrap_or(u16::MAX)
+    u16::try_from(max_batch.saturating_mul(8)).unwrap_or(u16::MAX)
 }
 
 impl TryFrom<&ServeArgs> for ServeConfig {
@@ -251,7 +259,26 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
         self.config.validate()?;
-        let _watcher = self.config.watch.clone().map(|(path, every)| {
+        let _background = self.background();
+        worker::serve(broker, &self.config, &self.slot, &self.metrics, shutdown).await
+    }
+
+    /// Serves inside the broker process through its in-process client (no socket, no AMQP
+    /// frames), until `shutdown` completes or the request queue is deleted. Dropping the future
+    /// requeues unacked requests, as a closed connection would.
+    pub async fn run_in_process(
+        self,
+        broker: &tensorq_broker::Broker,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        self.config.validate()?;
+        let _background = self.background();
+        worker::serve_in_process(broker, &self.config, &self.slot, &self.metrics, shutdown).await
+    }
+
+    /// The model watcher and metrics logger, stopped when the returned guards drop.
+    fn background(&self) -> (Option<AbortOnDrop>, Option<AbortOnDrop>) {
+        let watcher = self.config.watch.clone().map(|(path, every)| {
             AbortOnDrop(hotswap::spawn_watcher(
                 path,
                 every,
@@ -259,11 +286,11 @@ impl Server {
                 Arc::clone(&self.metrics),
             ))
         });
-        let _logger = self
+        let logger = self
             .config
             .metrics_interval
             .map(|every| AbortOnDrop(self.metrics.spawn_logger(every)));
-        worker::serve(broker, &self.config, &self.slot, &self.metrics, shutdown).await
+        (watcher, logger)
     }
 }
 

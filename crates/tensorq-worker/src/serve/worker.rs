@@ -13,25 +13,29 @@
 //!    `x-tensorq-request-id`). A batch's confirms and acks settle in a task while the next batch
 //!    is formed and run (at most one batch settling at a time).
 //!
-//! Does not own codecs, inference, batching rules or hot swap.
+//! The loop is written once against `transport::Transport`: `serve` runs it over AMQP with
+//! `lapin`, `serve_in_process` through the broker's in-process client when the worker is
+//! embedded in `tensorq server`. Does not own codecs, inference, batching rules or hot swap.
 
 use crate::serve::batcher::{self, BatchEnd};
 use crate::serve::hotswap::ModelSlot;
 use crate::serve::metrics::Metrics;
+use crate::serve::transport::{Amqp, Confirm, InProcess, Outgoing, Request, Transport};
 use crate::serve::{QueueType, ServeConfig, ServeError};
-use futures_lite::StreamExt;
-use lapin::message::Delivery;
+use bytes::Bytes;
+use futures_lite::{Stream, StreamExt};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
+use tensorq_broker::local::LocalClient;
+use tensorq_broker::Broker;
 use tensorq_ml::{codec, InferResponse, OnnxModel, Prepared};
 
 pub const HEADER_MODEL_NAME: &str = "x-tensorq-model-name";
@@ -85,7 +89,7 @@ async fn serve_on(
         .map_err(amqp("basic.qos"))?;
     declare(&channel, &config.queue, config.queue_type).await?;
     declare(&channel, &config.errors_queue(), config.queue_type).await?;
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             config.queue.as_str().into(),
             ShortString::from(format!("{CONSUMER_TAG}-{}", std::process::id())),
@@ -95,31 +99,105 @@ async fn serve_on(
         .await
         .map_err(amqp("basic.consume"))?;
     tracing::info!(queue = %config.queue, prefetch = config.prefetch, "serving");
+    let requests = consumer.map(|r| {
+        r.map(|d| Request {
+            tag: d.delivery_tag,
+            properties: d.properties,
+            body: Bytes::from(d.data),
+        })
+        .map_err(amqp("consume"))
+    });
+    let transport = Arc::new(Amqp(channel));
+    serve_loop(transport, requests, config, slot, metrics, shutdown).await
+}
+
+/// Serves inside the broker process through its in-process client: the same loop, without
+/// sockets or frames (see `tensorq_broker::local`).
+pub async fn serve_in_process(
+    broker: &Broker,
+    config: &ServeConfig,
+    slot: &Arc<ModelSlot>,
+    metrics: &Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let local = |context: &'static str| {
+        move |e: tensorq_amqp::error::AmqpError| ServeError::InProcess {
+            context,
+            reason: e.to_string(),
+        }
+    };
+    let (client, mut deliveries) = LocalClient::open(broker, "/").map_err(local("open"))?;
+    for queue in [config.queue.clone(), config.errors_queue()] {
+        client
+            .declare_queue(&queue, true, queue_arguments(config.queue_type))
+            .map_err(local("queue.declare"))?;
+    }
+    client
+        .consume(&config.queue, config.prefetch)
+        .map_err(local("basic.consume"))?;
+    tracing::info!(queue = %config.queue, prefetch = config.prefetch, "serving in process");
+    let requests = futures_lite::stream::poll_fn(move |cx| {
+        deliveries.poll_recv(cx).map(|d| {
+            d.map(|d| {
+                Ok(Request {
+                    tag: d.tag,
+                    properties: d.message.properties.clone(),
+                    body: d.message.body.clone(),
+                })
+            })
+        })
+    });
+    let transport = Arc::new(InProcess(Arc::new(client)));
+    serve_loop(transport, requests, config, slot, metrics, shutdown).await
+}
+
+/// The worker loop over any transport: batch, infer, publish, and settle each batch while the
+/// next one is formed and run.
+async fn serve_loop<T, S>(
+    transport: Arc<T>,
+    requests: S,
+    config: &ServeConfig,
+    slot: &Arc<ModelSlot>,
+    metrics: &Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError>
+where
+    T: Transport,
+    S: Stream<Item = Result<Request, ServeError>> + Unpin,
+{
+    let mut requests = requests.map(|r| r.map(|req| Received::new(req, metrics)));
     let mut shutdown = std::pin::pin!(shutdown);
+    let lost = transport.lost();
+    let mut lost = std::pin::pin!(lost);
     // The previous batch's confirms and acks, settling while the next batch is formed and run.
     let mut settling: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
         let first = tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            next = consumer.next() => next,
+            _ = &mut lost => break Err(ServeError::ConsumerClosed(config.queue.clone())),
+            next = requests.next() => next,
         };
         let first = match first {
             None => break Err(ServeError::ConsumerClosed(config.queue.clone())),
-            Some(Err(e)) => break Err(amqp("consume")(e)),
-            Some(Ok(d)) => Received::new(d, metrics),
+            Some(Err(e)) => break Err(e),
+            Some(Ok(r)) => r,
         };
-        let mut stream = (&mut consumer).map(|r| r.map(|d| Received::new(d, metrics)));
-        let (batch, end) = batcher::fill(first, &mut stream, config.limits).await;
-        let published = process_batch(&channel, config, slot.current(), metrics, batch).await;
+        let (batch, end) = batcher::fill(first, &mut requests, config.limits).await;
+        let published =
+            process_batch(transport.as_ref(), config, slot.current(), metrics, batch).await;
         if let Some(previous) = settling.take() {
             let _ = previous.await;
         }
         let metrics = Arc::clone(metrics);
-        settling = Some(tokio::spawn(settle(published, metrics)));
+        settling = Some(tokio::spawn(settle(
+            Arc::clone(&transport),
+            published,
+            metrics,
+        )));
         match end {
             BatchEnd::Full | BatchEnd::Deadline => {}
             BatchEnd::StreamEnded => break Err(ServeError::ConsumerClosed(config.queue.clone())),
-            BatchEnd::StreamError(e) => break Err(amqp("consume")(e)),
+            BatchEnd::StreamError(e) => break Err(e),
         }
     };
     if let Some(last) = settling {
@@ -128,7 +206,7 @@ async fn serve_on(
     result
 }
 
-async fn declare(channel: &Channel, queue: &str, kind: QueueType) -> Result<(), ServeError> {
+fn queue_arguments(kind: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
     if kind == QueueType::Quorum {
         args.insert(
@@ -136,24 +214,32 @@ async fn declare(channel: &Channel, queue: &str, kind: QueueType) -> Result<(), 
             AMQPValue::LongString(LongString::from("quorum")),
         );
     }
+    args
+}
+
+async fn declare(channel: &Channel, queue: &str, kind: QueueType) -> Result<(), ServeError> {
     channel
-        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::durable(),
+            queue_arguments(kind),
+        )
         .await
         .map_err(amqp("queue.declare"))?;
     Ok(())
 }
 
-/// A delivery with the time it reached the worker.
+/// A request with the time it reached the worker.
 struct Received {
-    delivery: Delivery,
+    request: Request,
     at: Instant,
 }
 
 impl Received {
-    fn new(delivery: Delivery, metrics: &Metrics) -> Received {
+    fn new(request: Request, metrics: &Metrics) -> Received {
         metrics.received();
         Received {
-            delivery,
+            request,
             at: Instant::now(),
         }
     }
@@ -165,8 +251,8 @@ enum Outcome {
     Error { id: Option<String>, reason: String },
 }
 
-async fn process_batch(
-    channel: &Channel,
+async fn process_batch<T: Transport>(
+    transport: &T,
     config: &ServeConfig,
     model: Arc<OnnxModel>,
     metrics: &Arc<Metrics>,
@@ -175,10 +261,10 @@ async fn process_batch(
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
     let mut good: Vec<(usize, Prepared)> = Vec::new();
     for (ix, r) in batch.iter().enumerate() {
-        let props = &r.delivery.properties;
+        let props = &r.request.properties;
         let headers = |name: &str| header_string(props.headers().as_ref(), name);
         let content_type = props.content_type().as_ref().map(|c| c.as_str());
-        let prepared = codec::decode_request(content_type, &headers, &r.delivery.data)
+        let prepared = codec::decode_request(content_type, &headers, &r.request.body)
             .map_err(|e| (None, e.to_string()))
             .and_then(|req| {
                 let body_id = req.id.clone();
@@ -190,7 +276,7 @@ async fn process_batch(
                 outcomes.push(None);
             }
             Err((body_id, reason)) => outcomes.push(Some(Outcome::Error {
-                id: request_id(body_id.as_deref(), &r.delivery),
+                id: request_id(body_id.as_deref(), &r.request),
                 reason,
             })),
         }
@@ -210,10 +296,10 @@ async fn process_batch(
     // publishes together lets that thread write them in one go instead of one wake-up each.
     let publishing = batch.into_iter().zip(outcomes).map(|(r, outcome)| {
         let outcome = outcome.unwrap_or_else(|| Outcome::Error {
-            id: request_id(None, &r.delivery),
+            id: request_id(None, &r.request),
             reason: "internal: request was not processed".into(),
         });
-        publish_outcome(channel, config, &model, r.delivery, outcome)
+        publish_outcome(transport, config, &model, r.request, outcome)
     });
     join_all(publishing.collect()).await
 }
@@ -344,32 +430,32 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 /// A request whose reply (or error reply and parked copy) has been published, with the
 /// confirms still to come.
 struct Published {
-    delivery: Delivery,
+    tag: u64,
     ok: bool,
-    confirms: Vec<lapin::PublisherConfirm>,
+    confirms: Vec<Confirm>,
     failed: bool,
 }
 
 /// Publishes what one request produced, without waiting for the broker's confirms: a whole
 /// batch is published first and [`settle`]d afterwards, so a batch costs one round trip.
-async fn publish_outcome(
-    channel: &Channel,
+async fn publish_outcome<T: Transport>(
+    transport: &T,
     config: &ServeConfig,
     model: &OnnxModel,
-    delivery: Delivery,
+    request: Request,
     outcome: Outcome,
 ) -> Published {
-    let props = &delivery.properties;
+    let props = &request.properties;
     let reply_target = match (&config.results, props.reply_to()) {
         (Some((exchange, key)), _) => Some((exchange.clone(), key.clone())),
         (None, Some(reply_to)) => Some((String::new(), reply_to.as_str().to_string())),
         (None, None) => None,
     };
-    let mut publishes: Vec<(String, String, Vec<u8>, BasicProperties)> = Vec::new();
+    let mut publishes: Vec<Outgoing> = Vec::new();
     let ok = matches!(outcome, Outcome::Reply(..));
     match outcome {
         Outcome::Reply(resp, format) => {
-            let id = request_id(resp.id.as_deref(), &delivery);
+            let id = request_id(resp.id.as_deref(), &request);
             match codec::encode_response(format, &resp) {
                 Ok(enc) => {
                     if let Some((ex, key)) = reply_target {
@@ -381,7 +467,12 @@ async fn publish_outcome(
                             &resp.model_version,
                             id.as_deref(),
                         );
-                        publishes.push((ex, key, enc.body, p));
+                        publishes.push(Outgoing {
+                            exchange: ex,
+                            routing_key: key,
+                            body: enc.body,
+                            properties: p,
+                        });
                     }
                 }
                 Err(e) => {
@@ -389,7 +480,7 @@ async fn publish_outcome(
                     publishes.extend(error_publishes(
                         config,
                         model,
-                        &delivery,
+                        &request,
                         reply_target,
                         id.as_deref(),
                         &reason,
@@ -402,7 +493,7 @@ async fn publish_outcome(
             publishes.extend(error_publishes(
                 config,
                 model,
-                &delivery,
+                &request,
                 reply_target,
                 id.as_deref(),
                 &reason,
@@ -411,17 +502,8 @@ async fn publish_outcome(
     }
     let mut confirms = Vec::with_capacity(publishes.len());
     let mut failed = false;
-    for (exchange, key, body, p) in publishes {
-        match channel
-            .basic_publish(
-                exchange.as_str().into(),
-                key.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                p,
-            )
-            .await
-        {
+    for msg in publishes {
+        match transport.publish(msg).await {
             Ok(pending) => confirms.push(pending),
             Err(e) => {
                 tracing::warn!(error = %e, "publish failed");
@@ -430,7 +512,7 @@ async fn publish_outcome(
         }
     }
     Published {
-        delivery,
+        tag: request.tag,
         ok,
         confirms,
         failed,
@@ -441,42 +523,24 @@ async fn publish_outcome(
 /// all confirmed (at-least-once), then acks the rest with one `basic.ack(multiple)` on the
 /// highest delivery tag: every earlier delivery on the channel is either in this batch or was
 /// settled by the previous batch, which finished before this one started settling.
-async fn settle(batch: Vec<Published>, metrics: Arc<Metrics>) {
-    let mut last_ok: Option<Delivery> = None;
+async fn settle<T: Transport>(transport: Arc<T>, batch: Vec<Published>, metrics: Arc<Metrics>) {
+    let mut last_ok: Option<u64> = None;
     for p in batch {
         let mut all_confirmed = !p.failed;
         for pending in p.confirms {
-            all_confirmed &= match pending.await {
-                Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => true,
-                Ok(Confirmation::Nack(_)) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "publisher confirm failed");
-                    false
-                }
-            };
+            all_confirmed &= pending.await;
         }
         if all_confirmed {
             metrics.answered(p.ok);
-            if last_ok
-                .as_ref()
-                .is_none_or(|d| d.delivery_tag < p.delivery.delivery_tag)
-            {
-                last_ok = Some(p.delivery);
+            if last_ok.is_none_or(|t| t < p.tag) {
+                last_ok = Some(p.tag);
             }
-        } else if let Err(e) = p
-            .delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
-        {
+        } else if let Err(e) = transport.requeue(p.tag).await {
             tracing::warn!(error = %e, "nack failed; the request will be redelivered");
         }
     }
-    if let Some(d) = last_ok {
-        if let Err(e) = d.acker.ack(BasicAckOptions { multiple: true }).await {
+    if let Some(tag) = last_ok {
+        if let Err(e) = transport.ack_through(tag).await {
             tracing::warn!(error = %e, "ack failed; the requests will be redelivered");
         }
     }
@@ -485,16 +549,16 @@ async fn settle(batch: Vec<Published>, metrics: Arc<Metrics>) {
 fn error_publishes(
     config: &ServeConfig,
     model: &OnnxModel,
-    delivery: &Delivery,
+    request: &Request,
     reply_target: Option<(String, String)>,
     id: Option<&str>,
     reason: &str,
-) -> Vec<(String, String, Vec<u8>, BasicProperties)> {
+) -> Vec<Outgoing> {
     let mut out = Vec::with_capacity(2);
     if let Some((ex, key)) = reply_target {
         let enc = codec::encode_error(id, reason);
         let mut p = reply_props(
-            &delivery.properties,
+            &request.properties,
             enc.content_type,
             &enc.headers,
             model.name(),
@@ -507,25 +571,30 @@ fn error_publishes(
             AMQPValue::LongString(truncate(reason).into()),
         );
         p = p.with_headers(h);
-        out.push((ex, key, enc.body, p));
+        out.push(Outgoing {
+            exchange: ex,
+            routing_key: key,
+            body: enc.body,
+            properties: p,
+        });
     }
     // The original message, untouched, plus the reason.
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let mut headers = request.properties.headers().clone().unwrap_or_default();
     headers.insert(
         HEADER_ERROR.into(),
         AMQPValue::LongString(truncate(reason).into()),
     );
-    let parked = delivery
+    let parked = request
         .properties
         .clone()
         .with_headers(headers)
         .with_delivery_mode(PERSISTENT);
-    out.push((
-        String::new(),
-        config.errors_queue(),
-        delivery.data.clone(),
-        parked,
-    ));
+    out.push(Outgoing {
+        exchange: String::new(),
+        routing_key: config.errors_queue(),
+        body: request.body.to_vec(),
+        properties: parked,
+    });
     out
 }
 
@@ -574,18 +643,18 @@ fn reply_props(
 }
 
 /// The request id: the body's id, else the message id, else the correlation id.
-fn request_id(body_id: Option<&str>, delivery: &Delivery) -> Option<String> {
+fn request_id(body_id: Option<&str>, request: &Request) -> Option<String> {
     body_id
         .map(str::to_string)
         .or_else(|| {
-            delivery
+            request
                 .properties
                 .message_id()
                 .as_ref()
                 .map(|m| m.as_str().to_string())
         })
         .or_else(|| {
-            delivery
+            request
                 .properties
                 .correlation_id()
                 .as_ref()

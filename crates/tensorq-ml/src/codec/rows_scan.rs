@@ -1,0 +1,334 @@
+//! A single-pass reader for the most common inference body, TF-Serving rows of plain numbers:
+//! `{"instances": [[n, n, ...], ...], "id"?: "..."}`.
+//!
+//! A served model spends most of its request decoding on turning decimal text into numbers, and
+//! a generic JSON parser builds intermediate values for each one. This reader walks the bytes
+//! once, checks each number against the JSON number grammar, converts it (exactly, by Clinger's
+//! fast path for the usual short decimals, else with the standard library's correctly rounded
+//! parser) and appends it to one flat buffer. It accepts only that
+//! exact shape (any order of the two keys, any JSON whitespace, `id` a string without escapes);
+//! for anything else — other keys, nested rows, objects, escapes, ragged rows, malformed JSON —
+//! it returns `None` and the caller takes the general serde_json path, which also produces the
+//! error messages. So it can only be faster, never stricter or looser.
+
+/// Rows read by [`scan`]: numbers row-major, and the integers too while every number was one.
+#[derive(Debug, PartialEq)]
+pub struct Rows {
+    pub rows: usize,
+    pub width: usize,
+    pub floats: Vec<f64>,
+    /// `Some` when every number was an integer that fits an i64 (the rows decode as INT64).
+    pub ints: Option<Vec<i64>>,
+    pub id: Option<String>,
+}
+
+struct Cursor<'a> {
+    s: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn ws(&mut self) {
+        while matches!(self.s.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.s.get(self.at).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.at += 1)
+    }
+
+    /// After an element: `,` (true: another follows) or `close` (false: the list ended).
+    fn more(&mut self, close: u8) -> Option<bool> {
+        let c = self.peek()?;
+        self.at += 1;
+        match c {
+            b',' => Some(true),
+            c if c == close => Some(false),
+            _ => None,
+        }
+    }
+
+    /// A string without escapes (an escape gives up: the general path decodes it).
+    fn plain_string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.at;
+        loop {
+            match *self.s.get(self.at)? {
+                b'"' => break,
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => self.at += 1,
+            }
+        }
+        let text = std::str::from_utf8(self.s.get(start..self.at)?).ok()?;
+        self.at += 1;
+        Some(text)
+    }
+
+    /// One JSON number, checked against the JSON grammar: its value, and the value as an i64
+    /// when it is written as an integer that fits one.
+    fn number(&mut self) -> Option<(f64, Option<i64>)> {
+        self.ws();
+        let start = self.at;
+        let negative = self.s.get(self.at) == Some(&b'-');
+        if negative {
+            self.at += 1;
+        }
+        // Up to 19 significant digits accumulate exactly in a u64.
+        let mut mantissa: u64 = 0;
+        let mut digits = 0u32;
+        let mut exact = true;
+        let mut take = |d: u8| {
+            if digits < 19 {
+                mantissa = mantissa * 10 + u64::from(d - b'0');
+                digits += 1;
+            } else {
+                exact = false;
+            }
+        };
+        match *self.s.get(self.at)? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => {
+                while let Some(&d @ b'0'..=b'9') = self.s.get(self.at) {
+                    take(d);
+                    self.at += 1;
+                }
+            }
+            _ => return None,
+        }
+        let mut integer = true;
+        let mut scale: i32 = 0;
+        if self.s.get(self.at) == Some(&b'.') {
+            integer = false;
+            self.at += 1;
+            let first = self.at;
+            while let Some(&d @ b'0'..=b'9') = self.s.get(self.at) {
+                take(d);
+                scale -= 1;
+                self.at += 1;
+            }
+            if self.at == first {
+                return None;
+            }
+        }
+        if matches!(self.s.get(self.at), Some(b'e' | b'E')) {
+            integer = false;
+            self.at += 1;
+            let sign = match self.s.get(self.at) {
+                Some(b'-') => {
+                    self.at += 1;
+                    -1
+                }
+                Some(b'+') => {
+                    self.at += 1;
+                    1
+                }
+                _ => 1,
+            };
+            let first = self.at;
+            let mut e: i32 = 0;
+            while let Some(&d @ b'0'..=b'9') = self.s.get(self.at) {
+                e = e.saturating_mul(10).saturating_add(i32::from(d - b'0'));
+                self.at += 1;
+            }
+            if self.at == first {
+                return None;
+            }
+            scale = scale.saturating_add(sign * e);
+        }
+        let text = self.s.get(start..self.at)?;
+        // Clinger's fast path: an exact mantissa below 2^53 times or over an exact power of ten
+        // is one correctly rounded operation. Everything else goes to the standard parser.
+        const POW10: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        ];
+        let fast = (exact && mantissa < (1u64 << 53))
+            .then(|| {
+                let m = mantissa as f64;
+                let p = POW10.get(scale.unsigned_abs() as usize)?;
+                Some(if scale >= 0 { m * p } else { m / p })
+            })
+            .flatten();
+        let value = match fast {
+            Some(v) if negative => -v,
+            Some(v) => v,
+            None => std::str::from_utf8(text).ok()?.parse::<f64>().ok()?,
+        };
+        if !value.is_finite() {
+            return None;
+        }
+        let int = if !integer {
+            None
+        } else if exact {
+            let m = i128::from(mantissa);
+            i64::try_from(if negative { -m } else { m }).ok()
+        } else {
+            std::str::from_utf8(text).ok()?.parse::<i64>().ok()
+        };
+        Some((value, int))
+    }
+}
+
+/// Reads `body` if it is exactly the common shape, with at most `max_rows` rows.
+pub fn scan(body: &[u8], max_rows: usize) -> Option<Rows> {
+    let mut c = Cursor { s: body, at: 0 };
+    let mut out: Option<Rows> = None;
+    let mut id: Option<Option<String>> = None;
+    c.eat(b'{')?;
+    loop {
+        match c.plain_string()? {
+            "instances" if out.is_none() => {
+                c.eat(b':')?;
+                out = Some(instances(&mut c, max_rows)?);
+            }
+            "id" if id.is_none() => {
+                c.eat(b':')?;
+                id = Some(Some(c.plain_string()?.to_string()));
+            }
+            _ => return None,
+        }
+        if !c.more(b'}')? {
+            break;
+        }
+    }
+    c.ws();
+    if c.at != body.len() {
+        return None;
+    }
+    let mut rows = out?;
+    rows.id = id.flatten();
+    Some(rows)
+}
+
+fn instances(c: &mut Cursor<'_>, max_rows: usize) -> Option<Rows> {
+    c.eat(b'[')?;
+    let mut floats = Vec::new();
+    let mut ints = Some(Vec::new());
+    let mut rows = 0usize;
+    let mut width = 0usize;
+    loop {
+        c.eat(b'[')?;
+        let before = floats.len();
+        loop {
+            let (value, int) = c.number()?;
+            floats.push(value);
+            if let Some(list) = ints.as_mut() {
+                match int {
+                    Some(i) => list.push(i),
+                    None => ints = None,
+                }
+            }
+            if !c.more(b']')? {
+                break;
+            }
+        }
+        let len = floats.len() - before;
+        if rows == 0 {
+            width = len;
+        } else if len != width {
+            return None;
+        }
+        rows += 1;
+        if rows > max_rows {
+            return None;
+        }
+        if !c.more(b']')? {
+            break;
+        }
+    }
+    Some(Rows {
+        rows,
+        width,
+        floats,
+        ints,
+        id: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_common_shape_is_read() {
+        let r = scan(
+            br#" { "instances" : [ [1, -2.5e1 ,3] , [0,4,-0] ] , "id":"a b" } "#,
+            10,
+        )
+        .unwrap();
+        assert_eq!((r.rows, r.width), (2, 3));
+        assert_eq!(r.floats, vec![1.0, -25.0, 3.0, 0.0, 4.0, 0.0]);
+        assert_eq!(r.ints, None);
+        assert_eq!(r.id.as_deref(), Some("a b"));
+        let ints = scan(br#"{"id":"x","instances":[[1,2],[3,-4]]}"#, 10).unwrap();
+        assert_eq!(ints.ints, Some(vec![1, 2, 3, -4]));
+    }
+
+    #[test]
+    fn anything_else_is_declined() {
+        for body in [
+            &br#"{"instances":[]}"#[..],
+            br#"{"instances":[[]]}"#,
+            br#"{"instances":[[1,2],[3]]}"#,
+            br#"{"instances":[[[1]]]}"#,
+            br#"{"instances":[{"a":1}]}"#,
+            br#"{"instances":[[1]],"other":1}"#,
+            br#"{"instances":[[1]],"id":7}"#,
+            br#"{"instances":[[1]],"id":"a\"b"}"#,
+            br#"{"instances":[[1]],"instances":[[2]]}"#,
+            br#"{"instances":[[01]]}"#,
+            br#"{"instances":[[1.]]}"#,
+            br#"{"instances":[[.5]]}"#,
+            br#"{"instances":[[1e]]}"#,
+            br#"{"instances":[[+1]]}"#,
+            br#"{"instances":[[1e400]]}"#,
+            br#"{"instances":[[NaN]]}"#,
+            br#"{"instances":[[1,]]}"#,
+            br#"{"instances":[[1]],}"#,
+            br#"{"instances":[[1]]} x"#,
+            br#"{"instances":[[1]]"#,
+            br#"[[1]]"#,
+        ] {
+            assert_eq!(scan(body, 10), None, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(scan(br#"{"instances":[[1],[2],[3]]}"#, 2), None);
+    }
+
+    proptest! {
+        /// Whatever serde_json makes of generated rows, the scanner reads the same numbers.
+        #[test]
+        fn agrees_with_serde_json(rows in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![
+                any::<i64>().prop_map(|i| i.to_string()),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{f:e}")),
+                (-1e6f64..1e6).prop_map(|f| f.to_string()),
+                (-999_999i64..999_999, 0i32..8).prop_map(|(m, k)| (m as f64 / 10f64.powi(k)).to_string()),
+                (-99_999i64..99_999, -40i32..40).prop_map(|(m, e)| format!("{m}e{e}")),
+                (0u32..1_000_000, 1usize..9).prop_map(|(m, w)| format!("-0.{m:0w$}")),
+            ], 4), 1..5)) {
+            let text = format!("{{\"instances\":[{}]}}", rows.iter()
+                .map(|r| format!("[{}]", r.join(",")))
+                .collect::<Vec<_>>()
+                .join(","));
+            let ours = scan(text.as_bytes(), 100).expect("scanned");
+            let theirs: Vec<f64> = rows.iter().flatten()
+                .map(|t| serde_json::from_str::<f64>(t).unwrap())
+                .collect();
+            prop_assert_eq!(ours.floats.len(), theirs.len());
+            for (a, b) in ours.floats.iter().zip(&theirs) {
+                prop_assert!((a - b).abs() <= b.abs() * 1e-15, "{} vs {}", a, b);
+            }
+            // And exactly what the standard library's correctly rounded parser gives.
+            let std_parse: Vec<f64> = rows.iter().flatten().map(|t| t.parse::<f64>().unwrap()).collect();
+            prop_assert_eq!(&ours.floats, &std_parse);
+        }
+    }
+}
