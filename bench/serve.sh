@@ -9,8 +9,13 @@
 #   keras-call     the same with model(x) per message
 #   served         tensorq server --serve (seed model, max batch 64, max delay 1 ms); tensorq perf
 #                  sends persistent TF-Serving JSON requests over RPC and times the replies
-#   raw-rpc        tensorq perf's own echo responder on tensorq, the same bodies: the broker's
-#                  raw end-to-end request/reply rate
+#   served-loopback  the same with --serve-transport loopback (the embedded worker over a
+#                  loopback AMQP connection instead of in process): the measurement behind the
+#                  in-process choice
+#   raw-rpc        tensorq perf's own echo responder on tensorq, the same bodies, persistent in a
+#                  durable request queue like the served requests: the broker's raw end-to-end
+#                  request/reply rate for the same work (the 70% target is measured against it)
+#   raw-rpc-transient  the same into perf's default non-durable queue (no store work at all)
 #   big-b1 / big   the bigger model (MLP 784-256-256-10) served with max batch 1 vs 64
 #   half-load      the served seed model at half of its measured peak: p50/p99 latency
 # Targets (issue 4): served >= 100x keras-call; served >= 70% of raw-rpc; big >= 5x big-b1.
@@ -59,14 +64,21 @@ DATA=$(mktemp -d)
   --serve "bench.big1=fixtures/models/mlp784.onnx,max-batch=1" \
   --serve "bench.big=fixtures/models/mlp784.onnx" >"$OUT/server.log" 2>&1 &
 TQ_PID=$!
-trap 'kill $TQ_PID 2>/dev/null; wait $TQ_PID 2>/dev/null; rm -rf "$DATA"' EXIT
+LB_PORT=$((TQ_PORT + 1))
+"$TQ" server --listen 127.0.0.1:$LB_PORT --data-dir "$DATA/data-loopback" --serve-transport loopback \
+  --serve "bench.seed=fixtures/models/seed_mlp.onnx" >"$OUT/server-loopback.log" 2>&1 &
+LB_PID=$!
+trap 'kill $TQ_PID $LB_PID 2>/dev/null; wait $TQ_PID $LB_PID 2>/dev/null; rm -rf "$DATA"' EXIT
 TQ_URI="amqp://guest:guest@127.0.0.1:$TQ_PORT/%2f"
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$TQ_PORT) 2>/dev/null && break; sleep 0.1; done
-sleep 2 # the embedded workers connect and declare their queues
+LB_URI="amqp://guest:guest@127.0.0.1:$LB_PORT/%2f"
+for port in $TQ_PORT $LB_PORT; do
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+sleep 2 # the embedded workers declare their queues
 
-perf() { # label, perf args...
+perf() { # label, perf args... (URI: $URI, default the in-process server)
   local label=$1; shift
-  "$TQ" perf --uri "$TQ_URI" --json "$@" | tail -n 1 | python3 -c \
+  "$TQ" perf --uri "${URI:-$TQ_URI}" --json "$@" | tail -n 1 | python3 -c \
     "import json,sys; r=json.load(sys.stdin); r['label']='$label'; print(json.dumps(r))" \
     | tee -a "$OUT/runs.jsonl"
 }
@@ -82,8 +94,11 @@ for i in $(seq 1 "$RUNS"); do
     --count "$KERAS_CALL_N" 2>/dev/null | python3 -c \
     "import json,sys; r=json.load(sys.stdin); r['label']='keras-call'; print(json.dumps(r))" | tee -a "$OUT/runs.jsonl"
   served served bench.seed seed
-  perf raw-rpc --rpc --consumers 1 --body-file "$OUT/seed.json" --content-type application/json \
-    --persistent --rpc-window "$WINDOW" --duration "$DURATION"
+  URI=$LB_URI served served-loopback bench.seed seed
+  perf raw-rpc --rpc --consumers 1 --durable-queue --queue bench.raw --body-file "$OUT/seed.json" \
+    --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION"
+  perf raw-rpc-transient --rpc --consumers 1 --body-file "$OUT/seed.json" \
+    --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION"
   served big-b1 bench.big1 big
   served big bench.big big
 done

@@ -37,8 +37,10 @@ except OSError:
 desc = {
     "keras-predict": "source pipeline on RabbitMQ: pika + Keras `model.predict(x)` per message",
     "keras-call": "source pipeline on RabbitMQ: pika + Keras `model(x)` per message",
-    "served": "tensorq, embedded worker, seed model (max batch 64, 1 ms), RPC",
-    "raw-rpc": "tensorq raw request/reply, same bodies, perf's echo responder",
+    "served": "tensorq, embedded worker (in process), seed model (max batch 64, 1 ms), RPC",
+    "served-loopback": "tensorq, the same worker over loopback AMQP (`--serve-transport loopback`)",
+    "raw-rpc": "tensorq raw request/reply, same bodies, perf's echo responder, durable request queue (same store work as served)",
+    "raw-rpc-transient": "the same into a non-durable request queue (no store work)",
     "big-b1": "tensorq, MLP 784-256-256-10, max batch 1",
     "big": "tensorq, MLP 784-256-256-10, dynamic batching (max batch 64)",
     "half-load": "tensorq, seed model at half of its peak rate",
@@ -65,7 +67,12 @@ big, big1 = med("big"), med("big-b1")
 print()
 print(f"- served / keras-call (`model(x)`): **{served / call:.1f}x** (target >= 100x)")
 print(f"- served / keras-predict: **{served / med('keras-predict'):.0f}x**")
-print(f"- served / tensorq raw request-reply: **{100 * served / raw:.0f}%** (target >= 70%)")
+print(f"- served / tensorq raw request-reply, durable request queue: **{100 * served / raw:.0f}%** (target >= 70%)")
+if pick("raw-rpc-transient"):
+    print(f"- served / tensorq raw request-reply, non-durable request queue: "
+          f"{100 * served / med('raw-rpc-transient'):.0f}%")
 print(f"- big model, dynamic batching / batch 1: **{big / big1:.1f}x** (target >= 5x)")
+if pick("served-loopback"):
+    print(f"- embedded worker in process / over loopback AMQP: **{served / med('served-loopback'):.1f}x**")
 print(f"- latency at half of peak ({med('half-load'):,.0f} req/s offered): p50 "
       f"{lat('half-load', 'p50_us'):.2f} ms, p99 {lat('half-load', 'p99_us'):.2f} ms")

@@ -2,8 +2,9 @@
 //!
 //! A message is routed once and shared (`Arc`) by every queue it lands in; a queue entry adds
 //! the queue's own position (`seq`) and the redelivered flag. A persistent message in a durable
-//! queue is held by its store handle only ([`Payload::Stored`]), so a backlog costs a few dozen
-//! bytes per message in RAM and its body is read back from the store on delivery.
+//! queue is held by its store handle ([`Payload::Stored`]), so a backlog costs a few dozen bytes
+//! per message in RAM and its body is read back from the store on delivery; while the backlog
+//! is short the message is kept in memory as well ([`Payload::Cached`]).
 
 use std::sync::Arc;
 
@@ -47,7 +48,15 @@ pub enum Payload {
     Memory(Arc<Message>),
     /// In the durable store; read back on delivery.
     Stored(MsgRef),
+    /// In the durable store, and kept in memory too because the queue's backlog was short when
+    /// it arrived (below [`HOT_BACKLOG_BYTES`]): delivered without a read-back.
+    Cached(Arc<Message>, MsgRef),
 }
+
+/// A stored message that arrives while its queue's backlog weighs less than this stays in
+/// memory as well, so a queue that keeps up with its publishers never reads its own messages
+/// back from disk; a longer backlog costs only its store handles.
+pub const HOT_BACKLOG_BYTES: usize = 4 << 20;
 
 /// A message's place in one queue.
 #[derive(Debug, Clone)]
@@ -65,7 +74,7 @@ impl Queued {
     /// Bytes counted against the queue's slow-down threshold.
     pub fn weight(&self) -> usize {
         match &self.payload {
-            Payload::Memory(m) => m.weight(),
+            Payload::Memory(m) | Payload::Cached(m, _) => m.weight(),
             Payload::Stored(_) => STORED_WEIGHT,
         }
     }
@@ -73,7 +82,7 @@ impl Queued {
     /// The store handle of a stored entry.
     pub fn stored(&self) -> Option<&MsgRef> {
         match &self.payload {
-            Payload::Stored(r) => Some(r),
+            Payload::Stored(r) | Payload::Cached(_, r) => Some(r),
             Payload::Memory(_) => None,
         }
     }

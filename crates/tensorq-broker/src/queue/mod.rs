@@ -20,7 +20,7 @@ use tensorq_amqp::{FieldTable, ShortString};
 use tokio::sync::Notify;
 
 use crate::delivery::{Consumer, Refusal};
-use crate::message::{Message, Payload, Queued};
+use crate::message::{Message, Payload, Queued, HOT_BACKLOG_BYTES};
 use crate::outbox::Outbox;
 use crate::persist::{self, Persistence};
 use tensorq_store::{MsgRef, QueueId};
@@ -122,8 +122,10 @@ impl Queue {
     }
 
     /// Appends a routed message and delivers what consumers can take. `stored` is the message's
-    /// store handle when it was written for this queue: the queue then keeps only the handle, but
-    /// a consumer with credit right now gets the in-memory copy without a read-back.
+    /// store handle when it was written for this queue: a consumer with credit right now gets
+    /// the in-memory copy without a read-back, and so does one that takes it later if the
+    /// backlog was short when it arrived; behind a longer backlog the queue keeps only the
+    /// handle.
     ///
     /// Returns whether the backlog is now above the slow-down threshold (read under the same
     /// lock, so the publisher's hot path does not take it twice).
@@ -134,6 +136,7 @@ impl Queue {
         let entry = Queued {
             seq,
             payload: match stored {
+                Some(r) if st.bytes < HOT_BACKLOG_BYTES => Payload::Cached(msg.clone(), r),
                 Some(r) => Payload::Stored(r),
                 None => Payload::Memory(msg.clone()),
             },
@@ -201,7 +204,7 @@ impl Queue {
     /// The content of an entry: in memory, or read back from the store.
     fn content(&self, entry: &Queued) -> Result<Arc<Message>, String> {
         match &entry.payload {
-            Payload::Memory(m) => Ok(m.clone()),
+            Payload::Memory(m) | Payload::Cached(m, _) => Ok(m.clone()),
             Payload::Stored(r) => {
                 let store = self
                     .store
