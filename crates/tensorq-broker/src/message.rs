@@ -49,14 +49,15 @@ pub enum Payload {
     /// In the durable store; read back on delivery.
     Stored(MsgRef),
     /// In the durable store, and kept in memory too because the queue's backlog was short when
-    /// it arrived (below [`HOT_BACKLOG_BYTES`]): delivered without a read-back.
-    Cached(Arc<Message>, MsgRef),
+    /// it arrived (below [`HOT_BACKLOG_BYTES`]): delivered without a read-back. Boxed so that
+    /// every queue entry stays as small as a stored one (a long backlog is all `Stored`).
+    Cached(Box<(Arc<Message>, MsgRef)>),
 }
 
 /// A stored message that arrives while its queue's backlog weighs less than this stays in
 /// memory as well, so a queue that keeps up with its publishers never reads its own messages
 /// back from disk; a longer backlog costs only its store handles.
-pub const HOT_BACKLOG_BYTES: usize = 4 << 20;
+pub const HOT_BACKLOG_BYTES: usize = 1 << 20;
 
 /// A message's place in one queue.
 #[derive(Debug, Clone)]
@@ -74,7 +75,8 @@ impl Queued {
     /// Bytes counted against the queue's slow-down threshold.
     pub fn weight(&self) -> usize {
         match &self.payload {
-            Payload::Memory(m) | Payload::Cached(m, _) => m.weight(),
+            Payload::Memory(m) => m.weight(),
+            Payload::Cached(c) => c.0.weight(),
             Payload::Stored(_) => STORED_WEIGHT,
         }
     }
@@ -82,8 +84,21 @@ impl Queued {
     /// The store handle of a stored entry.
     pub fn stored(&self) -> Option<&MsgRef> {
         match &self.payload {
-            Payload::Stored(r) | Payload::Cached(_, r) => Some(r),
+            Payload::Stored(r) => Some(r),
+            Payload::Cached(c) => Some(&c.1),
             Payload::Memory(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long durable backlog is one `Queued` per message: keep it at the size of a seq, a
+    /// store handle and a flag (the 1M-message RSS budget of docs/BENCHMARKS.md counts on it).
+    #[test]
+    fn queue_entries_stay_small() {
+        assert!(std::mem::size_of::<Queued>() <= 48);
     }
 }

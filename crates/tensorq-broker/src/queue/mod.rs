@@ -136,7 +136,9 @@ impl Queue {
         let entry = Queued {
             seq,
             payload: match stored {
-                Some(r) if st.bytes < HOT_BACKLOG_BYTES => Payload::Cached(msg.clone(), r),
+                Some(r) if st.bytes < HOT_BACKLOG_BYTES => {
+                    Payload::Cached(Box::new((msg.clone(), r)))
+                }
                 Some(r) => Payload::Stored(r),
                 None => Payload::Memory(msg.clone()),
             },
@@ -204,7 +206,8 @@ impl Queue {
     /// The content of an entry: in memory, or read back from the store.
     fn content(&self, entry: &Queued) -> Result<Arc<Message>, String> {
         match &entry.payload {
-            Payload::Memory(m) | Payload::Cached(m, _) => Ok(m.clone()),
+            Payload::Memory(m) => Ok(m.clone()),
+            Payload::Cached(c) => Ok(c.0.clone()),
             Payload::Stored(r) => {
                 let store = self
                     .store
