@@ -492,10 +492,7 @@ impl Channel {
 
     fn exchange(&mut self, vhost: &VHost, name: &str) -> Result<Arc<Exchange>, AmqpError> {
         if let Some(x) = &self.cached_exchange {
-            // Lengths first: the default exchange ("") is the common case and needs no memcmp.
-            let cached = x.spec.name.as_str();
-            if cached.len() == name.len() && (name.is_empty() || cached == name) && !x.is_deleted()
-            {
+            if x.spec.name.as_str() == name && !x.is_deleted() {
                 return Ok(x.clone());
             }
         }
@@ -676,17 +673,32 @@ impl Channel {
     /// Ends the channel: consumers are removed (auto-delete queues may go), unacked messages
     /// return to their queues.
     pub fn teardown(&mut self, vhost: &VHost) {
-        self.link.state.lock().closed = true;
-        for (_, (q, consumer)) in self.consumers.drain() {
-            if q.remove_consumer(&consumer) {
-                let (_, others) = vhost.remove_queue(&q);
-                notify_cancelled(&others);
-            }
-        }
-        requeue_all(self.link.take_all_unacked());
+        close_link(
+            &self.link,
+            vhost,
+            self.consumers.drain().map(|(_, consumer)| consumer),
+        );
         self.assembler.reset();
         self.tx = None;
     }
+}
+
+/// Closes a channel's delivery side (AMQP or in-process): no more deliveries, its consumers
+/// leave their queues (auto-delete queues may go, cancelling others), unacked messages return
+/// to their queues.
+pub(crate) fn close_link(
+    link: &ChannelLink,
+    vhost: &VHost,
+    consumers: impl IntoIterator<Item = (Arc<Queue>, Arc<Consumer>)>,
+) {
+    link.state.lock().closed = true;
+    for (q, consumer) in consumers {
+        if q.remove_consumer(&consumer) {
+            let (_, others) = vhost.remove_queue(&q);
+            notify_cancelled(&others);
+        }
+    }
+    requeue_all(link.take_all_unacked());
 }
 
 /// Writes a persistent message to the store once for all the durable queues among `targets`

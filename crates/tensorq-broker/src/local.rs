@@ -23,11 +23,11 @@ use parking_lot::Mutex;
 use tensorq_amqp::amq_protocol::protocol::queue as qu;
 use tensorq_amqp::error::AmqpError;
 use tensorq_amqp::{encode, AMQPProperties, FieldTable};
-use tensorq_store::Store;
+use tensorq_store::{Store, SyncTicket};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use crate::broker::Broker;
-use crate::channel::{enqueue, forget_all, requeue_all, unknown_tag, Awaiting};
+use crate::channel::{close_link, enqueue, forget_all, requeue_all, unknown_tag, Awaiting};
 use crate::delivery::{ChannelLink, Consumer, LocalDelivery};
 use crate::message::Message;
 use crate::outbox::Outbox;
@@ -43,19 +43,20 @@ pub struct LocalClient {
 }
 
 /// Resolves when the broker would confirm a publish.
-pub struct Confirm {
-    awaiting: Option<Awaiting>,
-    store: Option<Arc<Store>>,
+pub enum Confirm {
+    /// Decided at publish time: routed in memory (true), or its store write failed (false).
+    Done(bool),
+    /// Waits for the fsync of the message's record.
+    Durable(SyncTicket, Arc<Store>),
 }
 
 impl Confirm {
     /// True once the message is safe (routed in memory, or fsync'd for durable queues); false
     /// when its store write failed, as a `basic.nack` would say.
     pub async fn wait(self) -> bool {
-        match (self.awaiting, self.store) {
-            (None, _) => true,
-            (Some(Awaiting::Failed), _) | (Some(Awaiting::Ticket(_)), None) => false,
-            (Some(Awaiting::Ticket(t)), Some(store)) => match store.wait_durable(t).await {
+        match self {
+            Confirm::Done(ok) => ok,
+            Confirm::Durable(t, store) => match store.wait_durable(t).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!("in-process publish not stored: {e}");
@@ -160,9 +161,10 @@ impl LocalClient {
         let persistence = self.vhost.persistence();
         let awaiting =
             crate::outbox::batch(|| enqueue(persistence, &mut targets, &msg, &mut Vec::new()));
-        Ok(Confirm {
-            awaiting,
-            store: persistence.map(|p| p.store.clone()),
+        Ok(match (awaiting, persistence) {
+            (None, _) => Confirm::Done(true),
+            (Some(Awaiting::Ticket(t)), Some(p)) => Confirm::Durable(t, p.store.clone()),
+            (Some(_), _) => Confirm::Done(false),
         })
     }
 
@@ -215,16 +217,9 @@ impl LocalClient {
 
     /// Closes the channel: consumers are removed and unacked deliveries requeued.
     pub fn close(&self) {
-        self.link.state.lock().closed = true;
         self.link.outbox.close();
         let consumers = std::mem::take(&mut *self.consumers.lock());
-        for (q, consumer) in consumers {
-            if q.remove_consumer(&consumer) {
-                let (_, others) = self.vhost.remove_queue(&q);
-                crate::channel::notify_cancelled(&others);
-            }
-        }
-        requeue_all(self.link.take_all_unacked());
+        close_link(&self.link, &self.vhost, consumers);
     }
 }
 

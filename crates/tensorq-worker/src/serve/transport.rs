@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -103,7 +102,7 @@ impl Transport for Amqp {
 }
 
 /// The broker's in-process client (see `tensorq_broker::local`).
-pub struct InProcess(pub Arc<LocalClient>);
+pub struct InProcess(pub LocalClient);
 
 /// How often an in-process worker checks that its queue still exists.
 const QUEUE_CHECK: Duration = Duration::from_secs(1);

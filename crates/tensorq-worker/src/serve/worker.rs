@@ -147,7 +147,7 @@ pub async fn serve_in_process(
             })
         })
     });
-    let transport = Arc::new(InProcess(Arc::new(client)));
+    let transport = Arc::new(InProcess(client));
     serve_loop(transport, requests, config, slot, metrics, shutdown).await
 }
 
