@@ -3,7 +3,8 @@
 # against tensorq serving the same model from a queue with an embedded worker, same machine,
 # same run. This is a benchmark, not a test. Writes docs/bench/serve.md.
 #
-# Measured, RUNS times each (medians reported):
+# Measured, RUNS times each (medians reported); the Keras rows all run first, then the tensorq
+# rows, served and raw-rpc back to back in alternating order:
 #   keras-predict  pika consumer, model.predict(x) per message, on RabbitMQ (pre-filled queue,
 #                  timed drain; JSON features in, JSON score out, persistent, acked)
 #   keras-call     the same with model(x) per message
@@ -85,18 +86,27 @@ perf() { # label, perf args... (URI: $URI, default the in-process server)
 served() { perf "$1" --rpc --consumers 0 --queue "$2" --body-file "$OUT/$3.json" \
   --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION" "${@:4}"; }
 
+raw() { perf raw-rpc --rpc --consumers 1 --durable-queue --queue bench.raw --body-file "$OUT/seed.json" \
+  --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION"; }
+
+# The Keras baselines first, all of them: a TensorFlow process and RabbitMQ's busy-waiting
+# schedulers keep the CPUs busy for a while after each one, which would otherwise weigh on
+# whichever tensorq row came next.
 for i in $(seq 1 "$RUNS"); do
-  log "run $i/$RUNS"
+  log "keras run $i/$RUNS"
   "$VENV/bin/python" bench/serve/keras_pipeline.py --url "$RABBIT_URI" --variant predict \
     --count "$KERAS_PREDICT_N" 2>/dev/null | python3 -c \
     "import json,sys; r=json.load(sys.stdin); r['label']='keras-predict'; print(json.dumps(r))" | tee -a "$OUT/runs.jsonl"
   "$VENV/bin/python" bench/serve/keras_pipeline.py --url "$RABBIT_URI" --variant call \
     --count "$KERAS_CALL_N" 2>/dev/null | python3 -c \
     "import json,sys; r=json.load(sys.stdin); r['label']='keras-call'; print(json.dumps(r))" | tee -a "$OUT/runs.jsonl"
-  served served bench.seed seed
+done
+sleep 5
+for i in $(seq 1 "$RUNS"); do
+  log "tensorq run $i/$RUNS"
+  # served and its raw baseline back to back, in alternating order
+  if [ $((i % 2)) -eq 1 ]; then served served bench.seed seed; raw; else raw; served served bench.seed seed; fi
   URI=$LB_URI served served-loopback bench.seed seed
-  perf raw-rpc --rpc --consumers 1 --durable-queue --queue bench.raw --body-file "$OUT/seed.json" \
-    --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION"
   perf raw-rpc-transient --rpc --consumers 1 --body-file "$OUT/seed.json" \
     --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION"
   served big-b1 bench.big1 big

@@ -101,11 +101,16 @@ impl TensorData {
 
     /// An empty buffer of `dtype`.
     pub fn empty(dtype: DataType) -> TensorData {
+        TensorData::with_capacity(dtype, 0)
+    }
+
+    /// An empty buffer of `dtype` with room for `n` elements.
+    pub fn with_capacity(dtype: DataType, n: usize) -> TensorData {
         match dtype {
-            DataType::Fp32 => TensorData::Fp32(Vec::new()),
-            DataType::Fp64 => TensorData::Fp64(Vec::new()),
-            DataType::Int32 => TensorData::Int32(Vec::new()),
-            DataType::Int64 => TensorData::Int64(Vec::new()),
+            DataType::Fp32 => TensorData::Fp32(Vec::with_capacity(n)),
+            DataType::Fp64 => TensorData::Fp64(Vec::with_capacity(n)),
+            DataType::Int32 => TensorData::Int32(Vec::with_capacity(n)),
+            DataType::Int64 => TensorData::Int64(Vec::with_capacity(n)),
         }
     }
 
@@ -257,7 +262,10 @@ impl Tensor {
             return Err(TensorError::ScalarBatch);
         }
         let tail = first.shape.get(1..).unwrap_or(&[]).to_vec();
-        let mut data = TensorData::empty(first.dtype());
+        // One allocation of the final size: a batch buffer is large, and growing it by doubling
+        // would copy it and touch fresh pages several times per batch.
+        let total = parts.iter().map(|p| p.data.len()).sum();
+        let mut data = TensorData::with_capacity(first.dtype(), total);
         let mut batch = 0usize;
         for part in parts {
             if part.shape.get(1..) != Some(tail.as_slice()) {

@@ -34,6 +34,14 @@ pub const ROLL_ON_DRAIN_BYTES: u32 = 1024 * 1024;
 /// Above this many queues, duplicate detection uses a hash set.
 const SMALL_QUEUE_LIST: usize = 16;
 
+/// Room a new chunk starts with when no spare buffer is at hand: a round usually holds many
+/// records, and starting small would mean several grow-and-copy steps per round.
+const FIRST_CHUNK_CAPACITY: usize = 64 * 1024;
+/// How many written chunk buffers are kept for reuse.
+pub(crate) const SPARE_BUFFERS: usize = 2;
+/// Largest buffer kept for reuse (a burst's huge buffer is given back instead).
+pub(crate) const SPARE_BUFFER_MAX: usize = 2 * 1024 * 1024;
+
 /// A run of contiguous bytes destined for one segment file.
 #[derive(Debug, Clone)]
 pub(crate) struct Chunk {
@@ -73,6 +81,10 @@ pub(crate) struct State {
     pub pending_bytes: usize,
     /// Bytes taken by the sync thread and not yet written (still readable).
     pub writing: Option<Arc<Vec<Chunk>>>,
+    /// Buffers of written chunks, kept for the next rounds' appends so a steady stream of
+    /// persistent messages does not allocate, grow and fault in a fresh buffer every round
+    /// (the sync thread drops them once it has been idle for a while).
+    pub spare: Vec<Vec<u8>>,
     /// Encoded ack entries per segment, not yet written.
     pub acks: BTreeMap<u32, Vec<u8>>,
     /// Live segments.
@@ -246,10 +258,13 @@ pub(crate) fn append(
         .last()
         .is_some_and(|c| c.seg == seg && c.offset as usize + c.data.len() == offset as usize);
     if !contiguous {
+        let mut data = st.spare.pop().unwrap_or_default();
+        data.clear();
+        data.reserve(rec_len.max(FIRST_CHUNK_CAPACITY));
         st.pending.push(Chunk {
             seg,
             offset,
-            data: Vec::with_capacity(rec_len),
+            data,
             first_id: 0,
             last_id: 0,
         });

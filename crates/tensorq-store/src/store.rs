@@ -127,6 +127,7 @@ impl Store {
             pending: vec![header],
             pending_bytes: SEGMENT_HEADER_LEN,
             writing: None,
+            spare: Vec::new(),
             acks: Default::default(),
             segments,
             to_delete: Vec::new(),

@@ -26,11 +26,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::fsutil::fsync_dir;
-use crate::log::{Chunk, Shared};
+use crate::log::{Chunk, Shared, SPARE_BUFFERS, SPARE_BUFFER_MAX};
 use crate::record::ACK_ENTRY_LEN;
 use crate::segment::{ack_name, log_name};
 use crate::sync::{Counters, SyncPolicy};
 
+/// How long the sync thread keeps spare write buffers while no work comes.
+const SPARE_IDLE: Duration = Duration::from_millis(100);
 /// First retry delay after a failed write round.
 const RETRY_BACKOFF_START: Duration = Duration::from_millis(10);
 /// Longest retry delay.
@@ -127,7 +129,13 @@ impl Writer {
                     }
                     shared.work_cv.wait_until(&mut st, deadline);
                 }
-                _ => shared.work_cv.wait(&mut st),
+                _ if st.spare.is_empty() => shared.work_cv.wait(&mut st),
+                _ => {
+                    // Idle for a while: give the kept buffers back to the allocator.
+                    if shared.work_cv.wait_for(&mut st, SPARE_IDLE).timed_out() {
+                        st.spare = Vec::new();
+                    }
+                }
             }
         }
         let chunks = Arc::new(mem::take(&mut st.pending));
@@ -326,6 +334,13 @@ impl Writer {
                 back.append(&mut st.pending);
                 st.pending = back;
                 st.pending_bytes += back_bytes;
+            } else if let Ok(written) = Arc::try_unwrap(round.chunks) {
+                // Readers copy out under the lock, so nothing else holds the round now.
+                for c in written {
+                    if st.spare.len() < SPARE_BUFFERS && c.data.capacity() <= SPARE_BUFFER_MAX {
+                        st.spare.push(c.data);
+                    }
+                }
             }
             for (seg, mut data) in failed_acks {
                 if st.segments.contains_key(&seg) {

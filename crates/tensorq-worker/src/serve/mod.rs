@@ -35,6 +35,11 @@ pub use metrics::{Metrics, MetricsSnapshot};
 pub const DEFAULT_MAX_BATCH: usize = 64;
 /// Default time a batch waits for more requests after its first one, in microseconds.
 pub const DEFAULT_MAX_DELAY_US: u64 = 1_000;
+/// Default `--batches-in-flight`: one batch inferred while the next is decoded (like Triton's
+/// default of two model instances on a CPU).
+pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 2;
+/// Largest `--batches-in-flight` accepted.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 64;
 /// Default model-watch poll interval, in milliseconds.
 pub const DEFAULT_WATCH_INTERVAL_MS: u64 = 2_000;
 /// Default interval between metrics log lines, in seconds.
@@ -79,6 +84,11 @@ pub struct ServeArgs {
     /// hand while one runs; never below --max-batch).
     #[arg(long)]
     pub prefetch: Option<u16>,
+    /// Batches being inferred, replied to and settled at once while the next is decoded (1: one
+    /// batch at a time). More raise throughput when one inference is short next to its wait
+    /// for a thread, at the cost of more inferences running in parallel.
+    #[arg(long, default_value_t = DEFAULT_BATCHES_IN_FLIGHT)]
+    pub batches_in_flight: usize,
     /// Queue type to declare.
     #[arg(long, value_enum, default_value_t = QueueType::Classic)]
     pub queue_type: QueueType,
@@ -128,6 +138,8 @@ pub struct ServeConfig {
     pub queue: String,
     pub limits: BatchLimits,
     pub prefetch: u16,
+    /// Most batch tails (inference, replies, settling) in flight at once.
+    pub batches_in_flight: usize,
     pub queue_type: QueueType,
     /// `(exchange, routing_key)` for replies instead of `reply_to`.
     pub results: Option<(String, String)>,
@@ -147,6 +159,7 @@ impl ServeConfig {
                 max_delay: Duration::from_micros(DEFAULT_MAX_DELAY_US),
             },
             prefetch: default_prefetch(DEFAULT_MAX_BATCH),
+            batches_in_flight: DEFAULT_BATCHES_IN_FLIGHT,
             queue_type: QueueType::Classic,
             results: None,
             watch: None,
@@ -167,6 +180,11 @@ impl ServeConfig {
             return Err(ServeError::Config(format!(
                 "max batch must be within 1..={}",
                 batcher::MAX_BATCH_LIMIT
+            )));
+        }
+        if self.batches_in_flight == 0 || self.batches_in_flight > MAX_BATCHES_IN_FLIGHT {
+            return Err(ServeError::Config(format!(
+                "batches in flight must be within 1..={MAX_BATCHES_IN_FLIGHT}"
             )));
         }
         if usize::from(self.prefetch) < self.limits.max_batch {
@@ -197,6 +215,7 @@ impl TryFrom<&ServeArgs> for ServeConfig {
                 max_delay: Duration::from_micros(args.max_delay_us),
             },
             prefetch,
+            batches_in_flight: args.batches_in_flight,
             queue_type: args.queue_type,
             results: args
                 .results_exchange
@@ -332,4 +351,24 @@ pub async fn load(args: &ServeArgs) -> Result<Server, ServeError> {
 /// fails. This is what `tensorq worker serve` calls.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     load(&args).await?.run(&args.broker, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_settings_are_refused_with_the_reason() {
+        assert!(ServeConfig::new("q").validate().is_ok());
+        let mut c = ServeConfig::new("q");
+        c.batches_in_flight = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("batches in flight"), "{e}");
+        c.batches_in_flight = MAX_BATCHES_IN_FLIGHT + 1;
+        assert!(c.validate().is_err());
+        let mut c = ServeConfig::new("q");
+        c.prefetch = 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("below max batch"), "{e}");
+    }
 }

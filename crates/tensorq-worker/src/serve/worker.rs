@@ -10,8 +10,12 @@
 //!    confirm mode, the whole batch at once, and each request is acked only once the broker
 //!    confirmed everything published for it; a nack or publish failure requeues the request
 //!    instead (at-least-once: duplicates are possible and carry the same
-//!    `x-tensorq-request-id`). A batch's confirms and acks settle in a task while the next batch
-//!    is formed and run (at most one batch settling at a time).
+//!    `x-tensorq-request-id`).
+//!
+//! Steps 1-2 run on the worker's loop; steps 3-4 of a batch run in a task of their own, so the
+//! next batch is filled and decoded while this one is inferred (`--batches-in-flight`, default 2).
+//! Batches settle strictly one after another, so acks stay in delivery order. See
+//! docs/ARCHITECTURE.md for what this measured.
 //!
 //! The loop is written once against `transport::Transport`: `serve` runs it over AMQP with
 //! `lapin`, `serve_in_process` through the broker's in-process client when the worker is
@@ -29,6 +33,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +42,7 @@ use std::time::Instant;
 use tensorq_broker::local::LocalClient;
 use tensorq_broker::Broker;
 use tensorq_ml::{codec, InferResponse, OnnxModel, Prepared};
+use tokio::sync::oneshot;
 
 pub const HEADER_MODEL_NAME: &str = "x-tensorq-model-name";
 pub const HEADER_MODEL_VERSION: &str = "x-tensorq-model-version";
@@ -151,8 +157,11 @@ pub async fn serve_in_process(
     serve_loop(transport, requests, config, slot, metrics, shutdown).await
 }
 
-/// The worker loop over any transport: batch, infer, publish, and settle each batch while the
-/// next one is formed and run.
+/// The worker loop over any transport. The loop itself fills and decodes batches; each decoded
+/// batch's tail (inference on the blocking pool, replies, confirms and acks) runs in a task of
+/// its own, so the next batch is formed and decoded while the previous one is inferred. At most
+/// `batches_in_flight` tails run at once, and each settles only after the one before it (see
+/// [`settle`]).
 async fn serve_loop<T, S>(
     transport: Arc<T>,
     requests: S,
@@ -169,8 +178,10 @@ where
     let mut shutdown = std::pin::pin!(shutdown);
     let lost = transport.lost();
     let mut lost = std::pin::pin!(lost);
-    // The previous batch's confirms and acks, settling while the next batch is formed and run.
-    let mut settling: Option<tokio::task::JoinHandle<()>> = None;
+    let config = Arc::new(config.clone());
+    // Running batch tails, oldest first, and the signal the newest one gives once it settled.
+    let mut tails: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
+    let mut last_settled: Option<oneshot::Receiver<()>> = None;
     let result = loop {
         let first = tokio::select! {
             _ = &mut shutdown => break Ok(()),
@@ -183,16 +194,22 @@ where
             Some(Ok(r)) => r,
         };
         let (batch, end) = batcher::fill(first, &mut requests, config.limits).await;
-        let published =
-            process_batch(transport.as_ref(), config, slot.current(), metrics, batch).await;
-        if let Some(previous) = settling.take() {
-            let _ = previous.await;
+        let model = slot.current();
+        let decoded = decode_batch(&model, metrics, batch);
+        while tails.len() >= config.batches_in_flight {
+            if let Some(oldest) = tails.pop_front() {
+                let _ = oldest.await;
+            }
         }
-        let metrics = Arc::clone(metrics);
-        settling = Some(tokio::spawn(settle(
+        let (settled, settled_rx) = oneshot::channel();
+        tails.push_back(tokio::spawn(batch_tail(
             Arc::clone(&transport),
-            published,
-            metrics,
+            Arc::clone(&config),
+            model,
+            Arc::clone(metrics),
+            decoded,
+            last_settled.replace(settled_rx),
+            settled,
         )));
         match end {
             BatchEnd::Full | BatchEnd::Deadline => {}
@@ -200,10 +217,30 @@ where
             BatchEnd::StreamError(e) => break Err(e),
         }
     };
-    if let Some(last) = settling {
-        let _ = last.await;
+    for tail in tails {
+        let _ = tail.await;
     }
     result
+}
+
+/// Everything after decoding, for one batch: infer, publish the replies, then (once the batch
+/// before has settled, so acks stay in delivery order) wait for the confirms and ack.
+async fn batch_tail<T: Transport>(
+    transport: Arc<T>,
+    config: Arc<ServeConfig>,
+    model: Arc<OnnxModel>,
+    metrics: Arc<Metrics>,
+    decoded: Decoded,
+    before: Option<oneshot::Receiver<()>>,
+    settled: oneshot::Sender<()>,
+) {
+    let published = finish_batch(transport.as_ref(), &config, model, &metrics, decoded).await;
+    if let Some(before) = before {
+        // An error means the earlier tail is gone (it panicked): nothing is left to wait for.
+        let _ = before.await;
+    }
+    settle(transport, published, metrics).await;
+    let _ = settled.send(());
 }
 
 fn queue_arguments(kind: QueueType) -> FieldTable {
@@ -251,13 +288,16 @@ enum Outcome {
     Error { id: Option<String>, reason: String },
 }
 
-async fn process_batch<T: Transport>(
-    transport: &T,
-    config: &ServeConfig,
-    model: Arc<OnnxModel>,
-    metrics: &Arc<Metrics>,
+/// A batch after decoding: each request, with its outcome when decoding already decided it
+/// (a bad request), and the prepared inputs of the good ones by index.
+struct Decoded {
     batch: Vec<Received>,
-) -> Vec<Published> {
+    outcomes: Vec<Option<Outcome>>,
+    good: Vec<(usize, Prepared)>,
+}
+
+/// Decodes every request of a batch and checks it against `model` (the model of this batch).
+fn decode_batch(model: &OnnxModel, metrics: &Metrics, batch: Vec<Received>) -> Decoded {
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
     let mut good: Vec<(usize, Prepared)> = Vec::new();
     for (ix, r) in batch.iter().enumerate() {
@@ -287,6 +327,26 @@ async fn process_batch<T: Transport>(
             metrics.queue_wait(now.duration_since(r.at));
         }
     }
+    Decoded {
+        batch,
+        outcomes,
+        good,
+    }
+}
+
+/// Infers the good requests of a decoded batch and publishes every outcome.
+async fn finish_batch<T: Transport>(
+    transport: &T,
+    config: &ServeConfig,
+    model: Arc<OnnxModel>,
+    metrics: &Arc<Metrics>,
+    decoded: Decoded,
+) -> Vec<Published> {
+    let Decoded {
+        batch,
+        mut outcomes,
+        good,
+    } = decoded;
     for (ix, result) in infer_all(&model, metrics, good).await {
         if let Some(slot) = outcomes.get_mut(ix) {
             *slot = Some(result);
@@ -522,7 +582,7 @@ async fn publish_outcome<T: Transport>(
 /// Waits for every confirm of a published batch, requeues each request whose publishes were not
 /// all confirmed (at-least-once), then acks the rest with one `basic.ack(multiple)` on the
 /// highest delivery tag: every earlier delivery on the channel is either in this batch or was
-/// settled by the previous batch, which finished before this one started settling.
+/// settled by an earlier batch, and batches settle one after another in delivery order.
 async fn settle<T: Transport>(transport: Arc<T>, batch: Vec<Published>, metrics: Arc<Metrics>) {
     let mut last_ok: Option<u64> = None;
     for p in batch {
