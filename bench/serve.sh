@@ -86,8 +86,9 @@ perf() { # label, perf args... (URI: $URI, default the in-process server)
 served() { perf "$1" --rpc --consumers 0 --queue "$2" --body-file "$OUT/$3.json" \
   --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION" "${@:4}"; }
 
-raw() { perf raw-rpc --rpc --consumers 1 --durable-queue --queue bench.raw --body-file "$OUT/seed.json" \
-  --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION"; }
+raw() { perf "$1" --rpc --consumers 1 --body-file "$OUT/seed.json" \
+  --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION" "${@:2}"; }
+durable_raw() { raw raw-rpc --durable-queue --queue bench.raw; }
 
 # The Keras baselines first, all of them: a TensorFlow process and RabbitMQ's busy-waiting
 # schedulers keep the CPUs busy for a while after each one, which would otherwise weigh on
@@ -105,10 +106,9 @@ sleep 5
 for i in $(seq 1 "$RUNS"); do
   log "tensorq run $i/$RUNS"
   # served and its raw baseline back to back, in alternating order
-  if [ $((i % 2)) -eq 1 ]; then served served bench.seed seed; raw; else raw; served served bench.seed seed; fi
+  if [ $((i % 2)) -eq 1 ]; then served served bench.seed seed; durable_raw; else durable_raw; served served bench.seed seed; fi
   URI=$LB_URI served served-loopback bench.seed seed
-  perf raw-rpc-transient --rpc --consumers 1 --body-file "$OUT/seed.json" \
-    --content-type application/json --persistent --rpc-window "$WINDOW" --duration "$DURATION"
+  raw raw-rpc-transient
   served big-b1 bench.big1 big
   served big bench.big big
 done

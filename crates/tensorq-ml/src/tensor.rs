@@ -99,11 +99,6 @@ impl TensorData {
         self.len() == 0
     }
 
-    /// An empty buffer of `dtype`.
-    pub fn empty(dtype: DataType) -> TensorData {
-        TensorData::with_capacity(dtype, 0)
-    }
-
     /// An empty buffer of `dtype` with room for `n` elements.
     pub fn with_capacity(dtype: DataType, n: usize) -> TensorData {
         match dtype {

@@ -37,10 +37,10 @@ const SMALL_QUEUE_LIST: usize = 16;
 /// Room a new chunk starts with when no spare buffer is at hand: a round usually holds many
 /// records, and starting small would mean several grow-and-copy steps per round.
 const FIRST_CHUNK_CAPACITY: usize = 64 * 1024;
-/// How many written chunk buffers are kept for reuse.
-pub(crate) const SPARE_BUFFERS: usize = 2;
-/// Largest buffer kept for reuse (a burst's huge buffer is given back instead).
-pub(crate) const SPARE_BUFFER_MAX: usize = 2 * 1024 * 1024;
+/// A chunk takes no more records once it holds this many bytes: the next record starts a new
+/// chunk (one more write call in the round). Chunk buffers then stop growing after their first
+/// use, so recycled ones (`State::spare`) are never reallocated into fresh pages.
+pub(crate) const CHUNK_LIMIT: usize = 1024 * 1024;
 
 /// A run of contiguous bytes destined for one segment file.
 #[derive(Debug, Clone)]
@@ -253,10 +253,11 @@ pub(crate) fn append(
     st.next_id += 1;
     let seg = st.active_seg;
     let offset = st.active_len;
-    let contiguous = st
-        .pending
-        .last()
-        .is_some_and(|c| c.seg == seg && c.offset as usize + c.data.len() == offset as usize);
+    let contiguous = st.pending.last().is_some_and(|c| {
+        c.seg == seg
+            && c.offset as usize + c.data.len() == offset as usize
+            && c.data.len() + rec_len <= CHUNK_LIMIT
+    });
     if !contiguous {
         let mut data = st.spare.pop().unwrap_or_default();
         data.clear();

@@ -26,11 +26,16 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::fsutil::fsync_dir;
-use crate::log::{Chunk, Shared, SPARE_BUFFERS, SPARE_BUFFER_MAX};
+use crate::log::{Chunk, Shared, CHUNK_LIMIT};
 use crate::record::ACK_ENTRY_LEN;
 use crate::segment::{ack_name, log_name};
 use crate::sync::{Counters, SyncPolicy};
 
+/// How many written chunk buffers are kept for the appenders to reuse (`State::spare`): enough
+/// for the chunks of a busy round (1 GB/s of records over a few milliseconds).
+const SPARE_BUFFERS: usize = 4;
+/// Largest buffer kept for reuse: a chunk's (a huge record's own buffer is given back instead).
+const SPARE_BUFFER_MAX: usize = CHUNK_LIMIT;
 /// How long the sync thread keeps spare write buffers while no work comes.
 const SPARE_IDLE: Duration = Duration::from_millis(100);
 /// First retry delay after a failed write round.

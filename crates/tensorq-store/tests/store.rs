@@ -112,8 +112,15 @@ fn reused_write_buffers_never_leak_old_bytes() -> TestResult {
         let q = s.declare_queue("/", "q")?;
         let mut id = 0u64;
         for round in 0..40usize {
-            // Alternate big and small rounds so a reused buffer is sometimes longer than needed.
-            let (count, len) = if round % 2 == 0 { (50, 3000) } else { (7, 11) };
+            // Alternate big and small rounds so a reused buffer is sometimes longer than needed;
+            // some rounds span several chunks (more than a chunk's 1 MiB), and two records are
+            // each larger than a chunk.
+            let (count, len) = match round {
+                5 => (2, 1_500_000),
+                r if r % 8 == 7 => (30, 100_000),
+                r if r % 2 == 0 => (50, 3000),
+                _ => (7, 11),
+            };
             let mut tickets = Vec::new();
             for _ in 0..count {
                 let (r, t) = s.append(&[q], &payload(id, len))?;

@@ -203,6 +203,18 @@ fn collect<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
 }
 
 pub fn encode_response(response: &InferResponse) -> Result<Encoded, CodecError> {
+    if let [only] = response.outputs.as_slice() {
+        return Ok(Encoded {
+            content_type: CONTENT_TYPE_JSON,
+            headers: Vec::new(),
+            body: encode_single(only)?,
+        });
+    }
+    encode_general(response)
+}
+
+/// Any number of outputs, through a `serde_json::Value` tree.
+fn encode_general(response: &InferResponse) -> Result<Encoded, CodecError> {
     let batch = response.outputs.first().map(|t| t.batch()).unwrap_or(0);
     let mut predictions = Vec::with_capacity(batch);
     for row in 0..batch {
@@ -223,6 +235,87 @@ pub fn encode_response(response: &InferResponse) -> Result<Encoded, CodecError> 
         headers: Vec::new(),
         body: Value::Object(doc).to_string().into_bytes(),
     })
+}
+
+/// `{"predictions": [row, ...]}` for a single output, written straight out: the same text as
+/// the general path's `Value` tree (numbers formatted alike), without building the tree.
+fn encode_single(t: &Tensor) -> Result<Vec<u8>, CodecError> {
+    if t.shape.is_empty() || t.data.len() != t.shape.iter().product::<usize>() {
+        return Err(CodecError::Encode(format!(
+            "output {:?} of shape {:?} cannot be split into rows",
+            t.name, t.shape
+        )));
+    }
+    let mut out = Vec::with_capacity(24 + t.data.len() * 12);
+    out.extend_from_slice(b"{\"predictions\":");
+    let mut next = 0;
+    write_nested(&mut out, &t.shape, &t.data, &mut next)?;
+    out.push(b'}');
+    Ok(out)
+}
+
+/// Writes `data[*next..]` as arrays nested by `dims`, advancing `next` past what it wrote.
+fn write_nested(
+    out: &mut Vec<u8>,
+    dims: &[usize],
+    data: &TensorData,
+    next: &mut usize,
+) -> Result<(), CodecError> {
+    let json = |e: serde_json::Error| CodecError::Encode(e.to_string());
+    let Some((&n, rest)) = dims.split_first() else {
+        let at = *next;
+        *next += 1;
+        return match data {
+            TensorData::Fp32(v) => write_f32(out, v.get(at).copied()),
+            TensorData::Fp64(v) => match v.get(at) {
+                Some(x) => serde_json::to_writer(&mut *out, x).map_err(json),
+                None => Err(CodecError::Encode("output is short".into())),
+            },
+            TensorData::Int32(v) => {
+                serde_json::to_writer(&mut *out, &v.get(at).copied().unwrap_or_default())
+                    .map_err(json)
+            }
+            TensorData::Int64(v) => {
+                serde_json::to_writer(&mut *out, &v.get(at).copied().unwrap_or_default())
+                    .map_err(json)
+            }
+        };
+    };
+    out.push(b'[');
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_nested(out, rest, data, next)?;
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// An f32 as its shortest round-tripping decimal, the text the general path writes (the f64 of
+/// that decimal, as serde_json formats f64); `null` when not finite.
+fn write_f32(out: &mut Vec<u8>, x: Option<f32>) -> Result<(), CodecError> {
+    let x = x.ok_or_else(|| CodecError::Encode("output is short".into()))?;
+    if !x.is_finite() {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    // serde_json's formatter writes an f32 as it would the f64 of the same shortest digits,
+    // except below 1e-5 and from 1e13 on, where the two choose between plain and exponent
+    // notation differently: those take the long way.
+    let magnitude = x.abs();
+    if magnitude == 0.0 || (1e-5..1e13).contains(&magnitude) {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(x).as_bytes());
+        return Ok(());
+    }
+    let wide = shortest_f64(x).ok_or_else(|| CodecError::Encode(format!("{x} unreadable")))?;
+    serde_json::to_writer(out, &wide).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// The f64 of an f32's shortest round-tripping decimal (so JSON shows `0.1`, not the widened
+/// f32's `0.10000000149011612`).
+fn shortest_f64(x: f32) -> Option<f64> {
+    zmij::Buffer::new().format_finite(x).parse().ok()
 }
 
 fn row_value(t: &Tensor, row: usize) -> Result<Value, CodecError> {
@@ -249,9 +342,9 @@ fn leaf_values(d: &TensorData) -> Vec<Value> {
         TensorData::Fp32(v) => v
             .iter()
             .map(|x| {
-                x.to_string()
-                    .parse::<f64>()
-                    .ok()
+                Some(*x)
+                    .filter(|x| x.is_finite())
+                    .and_then(shortest_f64)
                     .and_then(serde_json::Number::from_f64)
                     .map_or(Value::Null, Value::Number)
             })
@@ -368,5 +461,76 @@ mod tests {
             decode(br#"{"instances":null}"#),
             Err(CodecError::Invalid(m)) if m.contains("must be an array")
         ));
+    }
+
+    #[test]
+    fn single_outputs_are_written_as_the_value_tree_would_be() {
+        let tiny = f32::from_bits(1);
+        let cases = vec![
+            Tensor::new(
+                "p",
+                vec![2, 3],
+                TensorData::Fp32(vec![0.1, -2.5, 1e-7, 3e20, tiny, f32::MAX]),
+            ),
+            Tensor::new(
+                "p",
+                vec![3],
+                TensorData::Fp32(vec![f32::NAN, f32::INFINITY, -0.0]),
+            ),
+            Tensor::new(
+                "p",
+                vec![6],
+                TensorData::Fp32(vec![1e-5, 9.99e-6, -1e-6, 1e13, 9.999_999e12, -1e16]),
+            ),
+            Tensor::new(
+                "p",
+                vec![1, 2, 2],
+                TensorData::Fp32(vec![0.895_724_4, 1.0, 123_456.79, 1e-3]),
+            ),
+            Tensor::new("p", vec![2, 1], TensorData::Fp64(vec![0.1, 1e300])),
+            Tensor::new("p", vec![2, 2], TensorData::Int64(vec![1, -2, i64::MAX, 0])),
+            Tensor::new("p", vec![1, 2], TensorData::Int32(vec![7, i32::MIN])),
+            Tensor::new("p", vec![0, 4], TensorData::Fp32(vec![])),
+            Tensor::new("p", vec![2, 0], TensorData::Fp32(vec![])),
+        ];
+        for t in cases {
+            let response = InferResponse {
+                model_name: "m".into(),
+                model_version: "1".into(),
+                id: None,
+                outputs: vec![t.unwrap()],
+            };
+            let fast = encode_response(&response).unwrap();
+            let general = encode_general(&response).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&fast.body),
+                String::from_utf8_lossy(&general.body)
+            );
+            assert_eq!(fast, general);
+        }
+        // And f32 values spread over every exponent.
+        let mut bits = 0x9E37_79B9u32;
+        let spread: Vec<f32> = (0..20_000)
+            .map(|_| {
+                bits = bits.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                f32::from_bits(bits)
+            })
+            .collect();
+        let response = InferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            id: None,
+            outputs: vec![Tensor::new("p", vec![spread.len()], TensorData::Fp32(spread)).unwrap()],
+        };
+        let fast = encode_response(&response).unwrap().body;
+        let general = encode_general(&response).unwrap().body;
+        let (fast, general) = (
+            String::from_utf8_lossy(&fast),
+            String::from_utf8_lossy(&general),
+        );
+        for (a, b) in fast.split(',').zip(general.split(',')) {
+            assert_eq!(a, b);
+        }
+        assert_eq!(fast, general);
     }
 }
