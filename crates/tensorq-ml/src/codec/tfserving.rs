@@ -261,24 +261,14 @@ fn write_nested(
     data: &TensorData,
     next: &mut usize,
 ) -> Result<(), CodecError> {
-    let json = |e: serde_json::Error| CodecError::Encode(e.to_string());
     let Some((&n, rest)) = dims.split_first() else {
         let at = *next;
         *next += 1;
         return match data {
             TensorData::Fp32(v) => write_f32(out, v.get(at).copied()),
-            TensorData::Fp64(v) => match v.get(at) {
-                Some(x) => serde_json::to_writer(&mut *out, x).map_err(json),
-                None => Err(CodecError::Encode("output is short".into())),
-            },
-            TensorData::Int32(v) => {
-                serde_json::to_writer(&mut *out, &v.get(at).copied().unwrap_or_default())
-                    .map_err(json)
-            }
-            TensorData::Int64(v) => {
-                serde_json::to_writer(&mut *out, &v.get(at).copied().unwrap_or_default())
-                    .map_err(json)
-            }
+            TensorData::Fp64(v) => write_json(out, v.get(at)),
+            TensorData::Int32(v) => write_json(out, v.get(at)),
+            TensorData::Int64(v) => write_json(out, v.get(at)),
         };
     };
     out.push(b'[');
@@ -290,6 +280,12 @@ fn write_nested(
     }
     out.push(b']');
     Ok(())
+}
+
+/// One number as serde_json writes it (a non-finite f64 as `null`, like the `Value` tree).
+fn write_json<T: serde::Serialize>(out: &mut Vec<u8>, x: Option<&T>) -> Result<(), CodecError> {
+    let x = x.ok_or_else(|| CodecError::Encode("output is short".into()))?;
+    serde_json::to_writer(out, x).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// An f32 as its shortest round-tripping decimal, the text the general path writes (the f64 of
@@ -309,7 +305,7 @@ fn write_f32(out: &mut Vec<u8>, x: Option<f32>) -> Result<(), CodecError> {
         return Ok(());
     }
     let wide = shortest_f64(x).ok_or_else(|| CodecError::Encode(format!("{x} unreadable")))?;
-    serde_json::to_writer(out, &wide).map_err(|e| CodecError::Encode(e.to_string()))
+    write_json(out, Some(&wide))
 }
 
 /// The f64 of an f32's shortest round-tripping decimal (so JSON shows `0.1`, not the widened
@@ -487,7 +483,11 @@ mod tests {
                 vec![1, 2, 2],
                 TensorData::Fp32(vec![0.895_724_4, 1.0, 123_456.79, 1e-3]),
             ),
-            Tensor::new("p", vec![2, 1], TensorData::Fp64(vec![0.1, 1e300])),
+            Tensor::new(
+                "p",
+                vec![2, 2],
+                TensorData::Fp64(vec![0.1, 1e300, f64::NAN, -0.0]),
+            ),
             Tensor::new("p", vec![2, 2], TensorData::Int64(vec![1, -2, i64::MAX, 0])),
             Tensor::new("p", vec![1, 2], TensorData::Int32(vec![7, i32::MIN])),
             Tensor::new("p", vec![0, 4], TensorData::Fp32(vec![])),
