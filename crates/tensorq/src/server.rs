@@ -2,6 +2,7 @@
 //! until Ctrl-C or SIGTERM (then every connection is closed with 320 and the process exits 0).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -51,6 +52,10 @@ pub struct ServerArgs {
     /// measure one against the other).
     #[arg(long, value_enum, default_value_t = ServeTransport::InProcess)]
     serve_transport: ServeTransport,
+    /// Serve the --serve workers' metrics over HTTP on this address (e.g. 127.0.0.1:9419):
+    /// Prometheus text at /metrics, JSON at /metrics.json.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// See `--serve-transport`.
@@ -63,8 +68,17 @@ pub enum ServeTransport {
 /// Where an embedded worker finds the broker.
 #[derive(Clone)]
 enum Target {
-    InProcess(std::sync::Arc<tensorq_broker::Broker>),
+    InProcess(Arc<tensorq_broker::Broker>),
     Loopback(String),
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Wraps the worker's flags so `--serve` can build them with their defaults.
@@ -144,6 +158,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .with_context(|| format!("--serve {spec}"))?;
         embedded.push((parsed.args, worker));
     }
+    let registry = tensorq_worker::serve::exporter::Registry::new();
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(tensorq_worker::serve::exporter::bind(addr).await?),
+        None => None,
+    };
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
     if let Some(path) = &args.port_file {
@@ -163,8 +182,17 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 Target::Loopback(format!("amqp://guest:guest@127.0.0.1:{}/%2f", addr.port()))
             }
         };
-        workers.push(tokio::spawn(run_embedded(target, args, first, stop)));
+        let registry = Arc::clone(&registry);
+        workers.push(tokio::spawn(run_embedded(
+            target, args, first, stop, registry,
+        )));
     }
+    let _endpoint = metrics_listener.map(|l| {
+        AbortOnDrop(tensorq_worker::serve::exporter::spawn(
+            l,
+            Arc::clone(&registry),
+        ))
+    });
     let stop = async {
         stop_signal().await;
         let _ = stop_workers.send(true);
@@ -199,6 +227,12 @@ fn parse_serve_spec(spec: &str) -> Result<EmbeddedServe> {
         if k == "broker" {
             anyhow::bail!("--serve {spec}: the embedded worker always uses this broker");
         }
+        if k == "metrics-listen" {
+            anyhow::bail!(
+                "--serve {spec}: embedded workers' metrics are served by the server's \
+                 --metrics-listen"
+            );
+        }
         argv.push(format!("--{k}"));
         argv.push(v.to_owned());
     }
@@ -214,6 +248,7 @@ async fn run_embedded(
     args: tensorq_worker::serve::ServeArgs,
     first: tensorq_worker::serve::Server,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    registry: Arc<tensorq_worker::serve::exporter::Registry>,
 ) {
     let mut worker = Some(first);
     loop {
@@ -227,6 +262,7 @@ async fn run_embedded(
                 }
             },
         };
+        registry.register(&args.queue, server.metrics());
         let mut rx = stop.clone();
         let shutdown = async move {
             let _ = rx.wait_for(|v| *v).await;

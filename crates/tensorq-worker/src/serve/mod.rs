@@ -5,7 +5,7 @@
 //! Owns the command-line surface ([`ServeArgs`]), the configuration ([`ServeConfig`]), the
 //! entry points ([`run`] for the binary, [`Server`] for in-process use by tests and demos) and
 //! [`ServeError`]. The AMQP loop lives in `worker`, batching in `batcher`, hot swap in `hotswap`,
-//! counters in `metrics`, the two ways to reach a broker (AMQP, or in-process when embedded in
+//! counters in `metrics`, their HTTP endpoint in `exporter`, the two ways to reach a broker (AMQP, or in-process when embedded in
 //! `tensorq server`) in `transport`. Tensors, codecs and inference are `tensorq-ml`'s; over AMQP
 //! nothing here is broker-specific, so it runs the same against tensorq and RabbitMQ.
 //!
@@ -16,6 +16,7 @@
 //! a copy in `<queue>.errors` with header `x-tensorq-error`.
 
 pub mod batcher;
+pub mod exporter;
 pub mod hotswap;
 pub mod metrics;
 pub mod transport;
@@ -104,6 +105,10 @@ pub struct ServeArgs {
     /// Seconds between metrics log lines (0 turns them off).
     #[arg(long, default_value_t = DEFAULT_METRICS_INTERVAL_S)]
     pub metrics_interval_s: u64,
+    /// Serve the metrics over HTTP on this address (e.g. 127.0.0.1:9419): Prometheus text at
+    /// /metrics, JSON at /metrics.json.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Errors that stop the serving worker. Bad requests never do: they are answered and parked.
@@ -350,7 +355,19 @@ pub async fn load(args: &ServeArgs) -> Result<Server, ServeError> {
 /// Loads the model named by `args`, then serves it until `shutdown` completes or the connection
 /// fails. This is what `tensorq worker serve` calls.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    load(&args).await?.run(&args.broker, shutdown).await
+    let server = load(&args).await?;
+    let _endpoint = match args.metrics_listen {
+        Some(addr) => {
+            let listener = exporter::bind(addr)
+                .await
+                .map_err(|e| ServeError::Config(e.to_string()))?;
+            let registry = exporter::Registry::new();
+            registry.register(&args.queue, server.metrics());
+            Some(AbortOnDrop(exporter::spawn(listener, registry)))
+        }
+        None => None,
+    };
+    server.run(&args.broker, shutdown).await
 }
 
 #[cfg(test)]
