@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +19,7 @@ import pika
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REPO, TARGET, _start_tensorq, _stop
+from conftest import REPO, TARGET, _start_tensorq, _stop, tensorq_bin
 
 SEED_MODEL = REPO / "fixtures" / "models" / "seed_mlp.onnx"
 
@@ -133,8 +134,6 @@ def test_other_paths_and_methods_get_http_errors(metered_broker):
 def test_metrics_port_in_use_stops_startup_naming_the_address(tmp_path):
     if TARGET != "tensorq":
         pytest.skip("embedded serving is tensorq's own (--serve)")
-    import subprocess
-    from conftest import tensorq_bin
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -146,3 +145,16 @@ def test_metrics_port_in_use_stops_startup_naming_the_address(tmp_path):
             capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert f"cannot listen for metrics on {addr}" in out.stderr, out.stderr
+
+
+@pytest.mark.tensorq_only
+def test_embedded_worker_flag_points_at_the_server_flag(tmp_path):
+    if TARGET != "tensorq":
+        pytest.skip("embedded serving is tensorq's own (--serve)")
+    out = subprocess.run(
+        [str(tensorq_bin()), "server", "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "data"),
+         "--serve", f"q={SEED_MODEL},metrics-listen=127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "served by the server's --metrics-listen" in out.stderr, out.stderr

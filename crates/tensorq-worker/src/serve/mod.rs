@@ -5,9 +5,10 @@
 //! Owns the command-line surface ([`ServeArgs`]), the configuration ([`ServeConfig`]), the
 //! entry points ([`run`] for the binary, [`Server`] for in-process use by tests and demos) and
 //! [`ServeError`]. The AMQP loop lives in `worker`, batching in `batcher`, hot swap in `hotswap`,
-//! counters in `metrics`, their HTTP endpoint in `exporter`, the two ways to reach a broker (AMQP, or in-process when embedded in
-//! `tensorq server`) in `transport`. Tensors, codecs and inference are `tensorq-ml`'s; over AMQP
-//! nothing here is broker-specific, so it runs the same against tensorq and RabbitMQ.
+//! counters in `metrics`, their HTTP endpoint in `exporter`, the two ways to reach a broker
+//! (AMQP, or in-process when embedded in `tensorq server`) in `transport`. Tensors, codecs and
+//! inference are `tensorq-ml`'s; over AMQP nothing here is broker-specific, so it runs the same
+//! against tensorq and RabbitMQ.
 //!
 //! Message contract (see `worker` for details): the request's content type picks the codec; the
 //! reply goes to `reply_to` (default exchange) with the request's `correlation_id`, or to
