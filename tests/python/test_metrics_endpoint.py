@@ -158,3 +158,27 @@ def test_embedded_worker_flag_points_at_the_server_flag(tmp_path):
         capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "served by the server's --metrics-listen" in out.stderr, out.stderr
+
+
+@pytest.mark.tensorq_only
+def test_queue_depths_and_consumers_are_exported(metered_broker):
+    conn = metered_broker.connect()
+    ch = conn.channel()
+    ch.queue_declare(queue="depth-q", durable=True)
+    for i in range(3):
+        ch.basic_publish("", "depth-q", b"x%d" % i, pika.BasicProperties(delivery_mode=2))
+    ch.basic_get("depth-q", auto_ack=True)  # leaves 2
+    fams = _families(metered_broker.metrics_url)
+    assert fams["tensorq_queue_messages_ready"].type == "gauge"
+    assert _value(fams, "tensorq_queue_messages_ready", "tensorq_queue_messages_ready",
+                  vhost="/", queue="depth-q") == 2
+    assert _value(fams, "tensorq_queue_consumers", "tensorq_queue_consumers",
+                  vhost="/", queue="depth-q") == 0
+    # The embedded worker consumes its request queue.
+    assert _value(fams, "tensorq_queue_consumers", "tensorq_queue_consumers",
+                  vhost="/", queue="predict") == 1
+    ch.queue_delete("depth-q")
+    conn.close()
+    fams = _families(metered_broker.metrics_url)
+    assert not any(s.labels.get("queue") == "depth-q"
+                   for s in fams["tensorq_queue_messages_ready"].samples)

@@ -52,8 +52,9 @@ pub struct ServerArgs {
     /// measure one against the other).
     #[arg(long, value_enum, default_value_t = ServeTransport::InProcess)]
     serve_transport: ServeTransport,
-    /// Serve the --serve workers' metrics over HTTP on this address (e.g. 127.0.0.1:9419):
-    /// Prometheus text at /metrics, JSON at /metrics.json.
+    /// Serve metrics over HTTP on this address (e.g. 127.0.0.1:9419): every queue's ready
+    /// messages and consumers, and the --serve workers' counters, as Prometheus text at
+    /// /metrics; the workers' snapshots as JSON at /metrics.json.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
 }
@@ -187,6 +188,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             target, args, first, stop, registry,
         )));
     }
+    registry.watch_broker(server.broker());
     let _endpoint = metrics_listener.map(|l| {
         AbortOnDrop(tensorq_worker::serve::exporter::spawn(
             l,

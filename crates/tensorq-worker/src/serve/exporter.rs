@@ -1,7 +1,9 @@
 //! The metrics endpoint: serving workers' [`Metrics`] exported over HTTP, in the Prometheus text
-//! format (`GET /metrics`) and as JSON snapshots (`GET /metrics.json`).
+//! format (`GET /metrics`) and as JSON snapshots (`GET /metrics.json`); inside `tensorq server`
+//! also each queue's ready messages and consumers (Prometheus text only).
 //!
-//! Owns the [`Registry`] (which workers are exported, by request queue), the rendering and a
+//! Owns the [`Registry`] (which workers are exported, by request queue, and the broker whose
+//! queues are), the rendering and a
 //! deliberately small HTTP/1.1 responder: one request per connection, `GET` or `HEAD` only, the
 //! request head capped at [`MAX_REQUEST_HEAD`] bytes and [`REQUEST_TIMEOUT`]. Counting itself is
 //! `metrics`'s job. A worker that restarts (embedded workers do when their queue is deleted)
@@ -10,7 +12,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,9 +26,10 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The workers whose metrics are exported, by request queue.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Registry {
     workers: Mutex<Vec<(String, Arc<Metrics>)>>,
+    broker: OnceLock<Arc<tensorq_broker::Broker>>,
 }
 
 impl Registry {
@@ -46,6 +49,12 @@ impl Registry {
         }
     }
 
+    /// Also exports the queues of `broker` (its vhosts' queues, read at each scrape); the first
+    /// broker given is kept.
+    pub fn watch_broker(&self, broker: Arc<tensorq_broker::Broker>) {
+        let _ = self.broker.set(broker);
+    }
+
     /// A snapshot of every registered worker, by queue name.
     pub fn snapshots(&self) -> Vec<(String, MetricsSnapshot)> {
         let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
@@ -57,7 +66,23 @@ impl Registry {
 
     /// Every worker's metrics in the Prometheus text exposition format (version 0.0.4).
     pub fn prometheus(&self) -> String {
-        render_prometheus(&self.snapshots())
+        let mut out = render_prometheus(&self.snapshots());
+        if let Some(broker) = self.broker.get() {
+            let mut queues: Vec<QueueGauges> = broker
+                .vhosts()
+                .flat_map(|v| {
+                    v.queues().into_iter().map(|q| QueueGauges {
+                        vhost: v.name.clone(),
+                        queue: q.name().to_string(),
+                        messages: q.message_count(),
+                        consumers: q.consumer_count(),
+                    })
+                })
+                .collect();
+            queues.sort_by(|a, b| (&a.vhost, &a.queue).cmp(&(&b.vhost, &b.queue)));
+            render_queues(&mut out, &queues);
+        }
+        out
     }
 
     /// Every worker's snapshot as a JSON object keyed by queue name.
@@ -173,6 +198,43 @@ pub fn render_prometheus(workers: &[(String, MetricsSnapshot)]) -> String {
         }
     }
     out
+}
+
+/// One queue's gauges, read from the broker at a scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueGauges {
+    pub vhost: String,
+    pub queue: String,
+    /// Messages ready for delivery (as `queue.declare-ok` counts them: not the unacked ones).
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+/// Appends the queue gauges in the Prometheus text format.
+pub fn render_queues(out: &mut String, queues: &[QueueGauges]) {
+    type Gauge = (&'static str, &'static str, fn(&QueueGauges) -> u32);
+    const GAUGES: &[Gauge] = &[
+        (
+            "tensorq_queue_messages_ready",
+            "Messages ready for delivery in the queue (not counting unacked ones).",
+            |g| g.messages,
+        ),
+        ("tensorq_queue_consumers", "Consumers on the queue.", |g| {
+            g.consumers
+        }),
+    ];
+    for (name, help, value) in GAUGES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for g in queues {
+            let _ = writeln!(
+                out,
+                "{name}{{vhost=\"{}\",queue=\"{}\"}} {}",
+                escape_label(&g.vhost),
+                escape_label(&g.queue),
+                value(g)
+            );
+        }
+    }
 }
 
 fn labels(queue: &str, s: &MetricsSnapshot, le: Option<&str>) -> String {
@@ -334,6 +396,30 @@ mod tests {
         ] {
             assert!(text.lines().any(|x| x == line), "{line} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn queue_gauges_are_labelled_by_vhost_and_queue() {
+        let mut out = String::new();
+        let g = QueueGauges {
+            vhost: "/".into(),
+            queue: "a\"b".into(),
+            messages: 3,
+            consumers: 1,
+        };
+        render_queues(&mut out, &[g]);
+        assert!(
+            out.contains("# TYPE tensorq_queue_messages_ready gauge\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("tensorq_queue_messages_ready{vhost=\"/\",queue=\"a\\\"b\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("tensorq_queue_consumers{vhost=\"/\",queue=\"a\\\"b\"} 1\n"),
+            "{out}"
+        );
     }
 
     #[test]
