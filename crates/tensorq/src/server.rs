@@ -73,15 +73,6 @@ enum Target {
     Loopback(String),
 }
 
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Wraps the worker's flags so `--serve` can build them with their defaults.
 #[derive(clap::Parser)]
 struct EmbeddedServe {
@@ -189,12 +180,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         )));
     }
     registry.watch_broker(server.broker());
-    let _endpoint = metrics_listener.map(|l| {
-        AbortOnDrop(tensorq_worker::serve::exporter::spawn(
-            l,
-            Arc::clone(&registry),
-        ))
-    });
+    let _endpoint =
+        metrics_listener.map(|l| tensorq_worker::serve::exporter::spawn(l, Arc::clone(&registry)));
     let stop = async {
         stop_signal().await;
         let _ = stop_workers.send(true);

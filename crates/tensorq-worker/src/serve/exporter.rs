@@ -274,12 +274,21 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
     })
 }
 
-/// Answers metrics requests on `listener` until the returned task is aborted.
-pub fn spawn(listener: TcpListener, registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+/// A running endpoint; dropping it stops answering (the listener closes).
+pub struct Endpoint(tokio::task::JoinHandle<()>);
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Answers metrics requests on `listener` until the returned [`Endpoint`] is dropped.
+pub fn spawn(listener: TcpListener, registry: Arc<Registry>) -> Endpoint {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics endpoint listening (GET /metrics, /metrics.json)");
     }
-    tokio::spawn(async move {
+    Endpoint(tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -295,7 +304,7 @@ pub fn spawn(listener: TcpListener, registry: Arc<Registry>) -> tokio::task::Joi
                 let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &registry)).await;
             });
         }
-    })
+    }))
 }
 
 /// Reads one request head and writes one answer, then closes the connection.

@@ -364,7 +364,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<
                 .map_err(|e| ServeError::Config(e.to_string()))?;
             let registry = exporter::Registry::new();
             registry.register(&args.queue, server.metrics());
-            Some(AbortOnDrop(exporter::spawn(listener, registry)))
+            Some(exporter::spawn(listener, registry))
         }
         None => None,
     };
