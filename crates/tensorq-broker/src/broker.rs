@@ -65,6 +65,7 @@ impl Broker {
             )?;
         let opts = StoreOptions {
             sync,
+            lazy_write_delay: std::time::Duration::from_millis(config.lazy_write_ms),
             disk_free_limit: config.disk_free_limit,
             ..StoreOptions::default()
         };

@@ -545,7 +545,10 @@ impl Channel {
                 encode::content_raw(out, id, &msg.header, &msg.body, frame_max);
             });
         }
-        let awaiting = enqueue(ctx.persistence, &mut targets, &msg, ctx.slow);
+        // Nobody waits for the store when the publisher asked for neither confirms nor a
+        // transaction: its record may then be written lazily (and never, if acked first).
+        let lazy = self.confirm_next.is_none() && self.tx.is_none();
+        let awaiting = enqueue(ctx.persistence, &mut targets, &msg, ctx.slow, lazy);
         self.route_buf = targets;
         if let Some(next) = self.confirm_next.as_mut() {
             let seq = *next;
@@ -705,12 +708,14 @@ pub(crate) fn close_link(
 /// (draining it), then appends it to every target queue; queues now over their backlog
 /// threshold are added to `slow`. Returns what the publish's confirm waits for: nothing for a
 /// transient message, the store ticket for a stored one. A message whose write failed is not
-/// put in durable queues (the publisher gets a nack and may publish again).
+/// put in durable queues (the publisher gets a nack and may publish again). `lazy` says that
+/// nobody will wait for the ticket (see `Store::append_lazy`).
 pub(crate) fn enqueue(
     persistence: Option<&Arc<Persistence>>,
     targets: &mut Vec<Arc<Queue>>,
     msg: &Arc<Message>,
     slow: &mut Vec<Arc<Queue>>,
+    lazy: bool,
 ) -> Option<Awaiting> {
     let mut awaiting = None;
     let mut stored = None;
@@ -718,7 +723,13 @@ pub(crate) fn enqueue(
         if let Some(p) = persistence {
             let ids: Vec<_> = targets.iter().filter_map(|q| q.store_id()).collect();
             if !ids.is_empty() {
-                match p.store.append(&ids, &persist::encode_message(msg)) {
+                let payload = persist::encode_message(msg);
+                let appended = if lazy {
+                    p.store.append_lazy(&ids, &payload)
+                } else {
+                    p.store.append(&ids, &payload)
+                };
+                match appended {
                     Ok((r, ticket)) => {
                         stored = Some(r);
                         awaiting = Some(Awaiting::Ticket(ticket));

@@ -42,6 +42,10 @@ pub struct BrokerConfig {
     /// When publisher confirms of persistent messages are sent: `always` (after fsync),
     /// `interval=<ms>` or `never`; see docs/STORAGE.md for what each risks.
     pub sync: String,
+    /// Longest time in milliseconds (0..=1000) a persistent message published without confirms
+    /// or a transaction may wait in memory before it is written; one acked within that time is
+    /// never written. 0 writes it at once.
+    pub lazy_write_ms: u64,
     /// Below this many free bytes on the data dir's disk, publishers are blocked.
     pub disk_free_limit: u64,
 }
@@ -49,7 +53,7 @@ pub struct BrokerConfig {
 impl BrokerConfig {
     /// Every key of the configuration, as written in TOML (kept beside the struct so the
     /// environment layer can tell a setting from an unrelated `TENSORQ_*` variable).
-    pub const KEYS: [&'static str; 11] = [
+    pub const KEYS: [&'static str; 12] = [
         "listen",
         "max_message_size",
         "memory_high_watermark",
@@ -60,6 +64,7 @@ impl BrokerConfig {
         "users",
         "data_dir",
         "sync",
+        "lazy_write_ms",
         "disk_free_limit",
     ];
 }
@@ -81,6 +86,7 @@ impl Default for BrokerConfig {
             }],
             data_dir: Some("./tensorq-data".into()),
             sync: "always".into(),
+            lazy_write_ms: tensorq_store::options::DEFAULT_LAZY_WRITE_DELAY.as_millis() as u64,
             disk_free_limit: 50 * 1000 * 1000,
         }
     }

@@ -159,8 +159,9 @@ impl LocalClient {
             &mut targets,
         );
         let persistence = self.vhost.persistence();
-        let awaiting =
-            crate::outbox::batch(|| enqueue(persistence, &mut targets, &msg, &mut Vec::new()));
+        let awaiting = crate::outbox::batch(|| {
+            enqueue(persistence, &mut targets, &msg, &mut Vec::new(), false)
+        });
         Ok(match (awaiting, persistence) {
             (None, _) => Confirm::Done(true),
             (Some(Awaiting::Ticket(t)), Some(p)) => Confirm::Durable(t, p.store.clone()),

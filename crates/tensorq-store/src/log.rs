@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -22,8 +23,9 @@ use crate::handle::{MsgRef, QueueId, SyncTicket};
 use crate::options::StoreOptions;
 use crate::queues::QueueRegistry;
 use crate::record::{
-    decode_record, encode_ack, encode_record, encode_segment_header, matches_ref, record_len,
-    MAX_PAYLOAD_LEN, MAX_QUEUES_PER_MESSAGE, SEGMENT_HEADER_LEN,
+    decode_record, encode_ack, encode_record, encode_segment_header, encode_skip_head, matches_ref,
+    record_len, KIND_MESSAGE, KIND_SKIPPED, MAX_PAYLOAD_LEN, MAX_QUEUES_PER_MESSAGE,
+    RECORD_PREFIX_LEN, SEGMENT_HEADER_LEN, SKIP_HEAD_LEN,
 };
 use crate::segment::{log_name, SegMeta};
 use crate::sync::{Counters, DurableState};
@@ -41,6 +43,9 @@ const FIRST_CHUNK_CAPACITY: usize = 64 * 1024;
 /// chunk (one more write call in the round). Chunk buffers then stop growing after their first
 /// use, so recycled ones (`State::spare`) are never reallocated into fresh pages.
 pub(crate) const CHUNK_LIMIT: usize = 1024 * 1024;
+/// How many written chunk buffers are kept for the appenders to reuse (`State::spare`): enough
+/// for the chunks of a busy round (1 GB/s of records over a few milliseconds).
+const SPARE_BUFFERS: usize = 4;
 
 /// A run of contiguous bytes destined for one segment file.
 #[derive(Debug, Clone)]
@@ -51,9 +56,112 @@ pub(crate) struct Chunk {
     /// First and last message id inside (0 = none, e.g. a header chunk).
     pub first_id: u64,
     pub last_id: u64,
+    /// Holds a record somebody waits on (a confirm): written in the next round.
+    pub urgent: bool,
+    /// When the chunk was started; lazy chunks are written once this is
+    /// `lazy_write_delay` old.
+    pub opened: Instant,
+    /// Records inside acked before they were written (their kind byte is
+    /// [`KIND_SKIPPED`]).
+    pub skipped: u32,
+    /// Byte ranges to write when `skipped > 0` (set by [`Chunk::compact_skips`]);
+    /// empty means the whole chunk.
+    pub extents: Vec<(usize, usize)>,
+}
+
+fn le_u32_at(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at + 4)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 impl Chunk {
+    pub(crate) fn new(seg: u32, offset: u32, data: Vec<u8>, urgent: bool) -> Chunk {
+        Chunk {
+            seg,
+            offset,
+            data,
+            first_id: 0,
+            last_id: 0,
+            urgent,
+            opened: Instant::now(),
+            skipped: 0,
+            extents: Vec::new(),
+        }
+    }
+
+    /// Mark the record `r` skipped if it is in this chunk, lists exactly queue
+    /// `q`, and is still a message. Returns whether it did.
+    fn skip(&mut self, q: u32, r: &MsgRef) -> bool {
+        if self.seg != r.segment || r.offset < self.offset {
+            return false;
+        }
+        let start = (r.offset - self.offset) as usize;
+        let Some(rec) = self.data.get_mut(start..start + r.len as usize) else {
+            return false;
+        };
+        // prefix (len, crc), kind, flags, queue count, id, first queue id
+        let single = rec.len() >= SKIP_HEAD_LEN + 4
+            && rec[8] == KIND_MESSAGE
+            && rec[10..12] == 1u16.to_le_bytes()
+            && rec[12..20] == r.id.to_le_bytes()
+            && rec[20..24] == q.to_le_bytes();
+        if single {
+            rec[8] = KIND_SKIPPED;
+            self.skipped += 1;
+        }
+        single
+    }
+
+    /// Replace every run of skipped records with one skipped-run head and
+    /// list the byte ranges that must reach the file: the live records and
+    /// those heads. The rest of each run stays a hole in the file.
+    pub(crate) fn compact_skips(&mut self) {
+        if self.skipped == 0 {
+            return;
+        }
+        let len = self.data.len();
+        let mut pos = if self.offset == 0 {
+            SEGMENT_HEADER_LEN
+        } else {
+            0
+        };
+        let mut extents = Vec::new();
+        let mut live_start = 0;
+        let rec_end = |data: &[u8], at: usize| {
+            le_u32_at(data, at).map(|l| at + RECORD_PREFIX_LEN + l as usize)
+        };
+        while pos < len {
+            let Some(end) = rec_end(&self.data, pos) else {
+                break;
+            };
+            if self.data.get(pos + 8) != Some(&KIND_SKIPPED) {
+                pos = end;
+                continue;
+            }
+            let first_id = self
+                .data
+                .get(pos + 12..pos + 20)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            let mut run_end = end;
+            while run_end < len && self.data.get(run_end + 8) == Some(&KIND_SKIPPED) {
+                match rec_end(&self.data, run_end) {
+                    Some(e) => run_end = e,
+                    None => break,
+                }
+            }
+            let head = encode_skip_head(run_end - pos, first_id);
+            self.data[pos..pos + SKIP_HEAD_LEN].copy_from_slice(&head);
+            extents.push((live_start, pos + SKIP_HEAD_LEN));
+            live_start = run_end;
+            pos = run_end;
+        }
+        if live_start < len {
+            extents.push((live_start, len));
+        }
+        self.extents = extents;
+    }
+
     fn find(&self, r: &MsgRef) -> Option<&[u8]> {
         if self.seg != r.segment || r.offset < self.offset {
             return None;
@@ -87,6 +195,12 @@ pub(crate) struct State {
     pub spare: Vec<Vec<u8>>,
     /// Encoded ack entries per segment, not yet written.
     pub acks: BTreeMap<u32, Vec<u8>>,
+    /// Since when acks or deletions have been waiting (they are written
+    /// with the next round, at the latest `lazy_write_delay` later).
+    pub side_since: Option<Instant>,
+    /// A deletion dropped an urgent chunk: run a round now so its confirm
+    /// is not held back.
+    pub side_urgent: bool,
     /// Live segments.
     pub segments: BTreeMap<u32, SegMeta>,
     /// Segments whose files the sync thread must delete.
@@ -151,13 +265,7 @@ impl State {
         }
         self.segments.insert(new, SegMeta::default());
         let hdr = encode_segment_header(new, self.next_id);
-        self.pending.push(Chunk {
-            seg: new,
-            offset: 0,
-            data: hdr.to_vec(),
-            first_id: 0,
-            last_id: 0,
-        });
+        self.pending.push(Chunk::new(new, 0, hdr.to_vec(), false));
         self.pending_bytes += SEGMENT_HEADER_LEN;
         self.active_seg = new;
         self.active_len = SEGMENT_HEADER_LEN as u32;
@@ -167,6 +275,65 @@ impl State {
         self.segments.remove(&seg);
         self.acks.remove(&seg);
         self.to_delete.push(seg);
+        self.side_since.get_or_insert_with(Instant::now);
+        // Its unwritten chunks hold only acked records: never write them.
+        let mut dropped = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].seg == seg {
+                dropped.push(self.pending.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        for c in dropped {
+            self.pending_bytes -= c.data.len();
+            self.side_urgent |= c.urgent;
+            self.recycle(c.data);
+        }
+    }
+
+    /// Keep a chunk buffer for the next appends, if there is room for it.
+    pub(crate) fn recycle(&mut self, data: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && data.capacity() <= CHUNK_LIMIT {
+            self.spare.push(data);
+        }
+    }
+
+    /// How many leading pending chunks the sync thread should write now:
+    /// everything up to the last urgent chunk, lazy chunks `delay` old, and
+    /// the oldest lazy chunks while they fill more than half of `limit`
+    /// (until a quarter is left).
+    pub(crate) fn chunks_due(&self, now: Instant, delay: Duration, limit: usize) -> usize {
+        let n = self.pending.len();
+        let mut k = self
+            .pending
+            .iter()
+            .rposition(|c| c.urgent)
+            .map_or(0, |i| i + 1);
+        while k < n && self.pending[k].opened + delay <= now {
+            k += 1;
+        }
+        if self.pending_bytes >= limit / 2 {
+            let mut rest: usize = self.pending[k..].iter().map(|c| c.data.len()).sum();
+            while k < n && rest > limit / 4 {
+                rest -= self.pending[k].data.len();
+                k += 1;
+            }
+        }
+        k
+    }
+
+    /// True when waiting acks or deletions should be written now.
+    pub(crate) fn side_due(&self, now: Instant, delay: Duration) -> bool {
+        self.side_urgent || self.side_since.is_some_and(|t| t + delay <= now)
+    }
+
+    /// When the next lazy chunk, ack or deletion falls due.
+    pub(crate) fn next_due(&self, delay: Duration) -> Option<Instant> {
+        let chunk = self.pending.first().map(|c| c.opened + delay);
+        let side = self.side_since.map(|t| t + delay);
+        chunk.into_iter().chain(side).min()
     }
 
     /// Called after references in `seg` were dropped.
@@ -211,12 +378,16 @@ fn check_queue_list(queues: &[QueueId]) -> Result<()> {
     Ok(())
 }
 
-/// Append one message routed to `queues`.
+/// Append one message routed to `queues`. A `lazy` record (nobody waits for
+/// its ticket) may stay in memory for up to `lazy_write_delay`, and is never
+/// written if its queue acks it before that.
 pub(crate) fn append(
     shared: &Shared,
     queues: &[QueueId],
     payload: &[u8],
+    lazy: bool,
 ) -> Result<(MsgRef, SyncTicket)> {
+    let urgent = !lazy || shared.opts.lazy_write_delay.is_zero();
     if payload.len() > MAX_PAYLOAD_LEN {
         return Err(StoreError::PayloadTooLarge {
             len: payload.len(),
@@ -253,6 +424,7 @@ pub(crate) fn append(
     st.next_id += 1;
     let seg = st.active_seg;
     let offset = st.active_len;
+    let was_empty = st.pending.is_empty();
     let contiguous = st.pending.last().is_some_and(|c| {
         c.seg == seg
             && c.offset as usize + c.data.len() == offset as usize
@@ -262,13 +434,7 @@ pub(crate) fn append(
         let mut data = st.spare.pop().unwrap_or_default();
         data.clear();
         data.reserve(rec_len.max(FIRST_CHUNK_CAPACITY));
-        st.pending.push(Chunk {
-            seg,
-            offset,
-            data,
-            first_id: 0,
-            last_id: 0,
-        });
+        st.pending.push(Chunk::new(seg, offset, data, urgent));
     }
     if let Some(c) = st.pending.last_mut() {
         encode_record(&mut c.data, id, queues, payload);
@@ -276,6 +442,7 @@ pub(crate) fn append(
             c.first_id = id;
         }
         c.last_id = id;
+        c.urgent |= urgent;
     }
     st.active_len += rec_len as u32;
     st.pending_bytes += rec_len;
@@ -283,9 +450,14 @@ pub(crate) fn append(
     for q in queues {
         meta.add_ref(q.0);
     }
+    // A lazy append wakes the sync thread only when it has to plan a new deadline or the
+    // buffer is filling up; otherwise it is already waiting for an earlier one.
+    let wake = urgent || was_empty || st.pending_bytes >= shared.opts.write_buffer_limit / 2;
     drop(st);
     Counters::add(&shared.counters.appends, 1);
-    shared.work_cv.notify_one();
+    if wake {
+        shared.work_cv.notify_one();
+    }
     Ok((
         MsgRef {
             id,
@@ -356,6 +528,9 @@ pub(crate) fn ack(shared: &Shared, q: QueueId, refs: &[MsgRef]) -> Result<()> {
         return Err(StoreError::Closed);
     }
     let mut n = 0u64;
+    let mut skipped = 0u64;
+    let side_was_idle = st.side_since.is_none();
+    let bytes_before = st.pending_bytes;
     for r in refs {
         let Some(meta) = st.segments.get_mut(&r.segment) else {
             continue;
@@ -364,18 +539,50 @@ pub(crate) fn ack(shared: &Shared, q: QueueId, refs: &[MsgRef]) -> Result<()> {
             continue;
         }
         n += 1;
-        st.acks
-            .entry(r.segment)
-            .or_default()
-            .extend_from_slice(&encode_ack(q.0, r.offset));
+        if skip_unwritten(&mut st, q.0, r) {
+            skipped += 1;
+        } else {
+            st.acks
+                .entry(r.segment)
+                .or_default()
+                .extend_from_slice(&encode_ack(q.0, r.offset));
+            st.side_since.get_or_insert_with(Instant::now);
+        }
         st.after_release(r.segment, threshold);
     }
+    let wake = (side_was_idle && st.side_since.is_some()) || st.side_urgent;
+    let freed = st.pending_bytes < bytes_before;
     drop(st);
     if n > 0 {
         Counters::add(&shared.counters.acks, n);
+        Counters::add(&shared.counters.skipped, skipped);
+    }
+    if wake {
         shared.work_cv.notify_one();
     }
+    if freed {
+        shared.space_cv.notify_all();
+    }
     Ok(())
+}
+
+/// A message acked by its only queue while its record still waits in the
+/// write buffer is never written: mark it skipped (no ack entry needed).
+fn skip_unwritten(st: &mut State, q: u32, r: &MsgRef) -> bool {
+    let Some(first) = st.pending.first() else {
+        return false;
+    };
+    if (r.segment, r.offset) < (first.seg, first.offset) {
+        return false; // written already (or being written)
+    }
+    st.pending
+        .iter_mut()
+        .find(|c| {
+            c.seg == r.segment
+                && r.offset >= c.offset
+                && ((r.offset - c.offset) as usize) < c.data.len()
+        })
+        .is_some_and(|c| c.skip(q, r))
 }
 
 /// Drop every reference held by queue `q` (in memory; the caller persists

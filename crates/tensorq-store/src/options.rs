@@ -4,6 +4,8 @@
 //! the options come from (the broker's config/CLI) or the data directory
 //! path (passed to [`crate::Store::open`]).
 
+use std::time::Duration;
+
 use crate::disk::DEFAULT_DISK_FREE_LIMIT;
 use crate::error::{Result, StoreError};
 use crate::record::{MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN};
@@ -19,7 +21,12 @@ pub const MIN_SEGMENT_SIZE: u32 = 4096;
 /// overshoot its size by one record, so keep the sum well below 4 GiB.
 pub const MAX_SEGMENT_SIZE: u32 = 1024 * 1024 * 1024;
 /// Default cap on bytes appended but not yet handed to write(2).
-pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 8 * 1024 * 1024;
+pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 16 * 1024 * 1024;
+/// Default longest time a lazy record (one nobody waits on) stays in memory before it is
+/// written, unless every queue acked it first (then it is never written).
+pub const DEFAULT_LAZY_WRITE_DELAY: Duration = Duration::from_millis(20);
+/// Longest lazy write delay accepted.
+pub const MAX_LAZY_WRITE_DELAY: Duration = Duration::from_secs(1);
 /// Smallest accepted write buffer limit.
 pub const MIN_WRITE_BUFFER_LIMIT: usize = 64 * 1024;
 
@@ -38,8 +45,14 @@ pub struct StoreOptions {
     /// When confirms are released.
     pub sync: SyncPolicy,
     /// Appenders block (backpressure) while more than this many bytes wait
-    /// for the sync thread.
+    /// for the sync thread. Lazy records are written early, oldest first,
+    /// once they fill half of it.
     pub write_buffer_limit: usize,
+    /// How long a record appended with [`crate::Store::append_lazy`] may wait
+    /// in memory before the sync thread writes it. A record acked by its
+    /// queue within that time is never written. Zero writes lazy records as
+    /// eagerly as the others.
+    pub lazy_write_delay: Duration,
     /// Free-space threshold for [`crate::Store::disk_status`].
     pub disk_free_limit: u64,
 }
@@ -50,6 +63,7 @@ impl Default for StoreOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
             sync: SyncPolicy::Always,
             write_buffer_limit: DEFAULT_WRITE_BUFFER_LIMIT,
+            lazy_write_delay: DEFAULT_LAZY_WRITE_DELAY,
             disk_free_limit: DEFAULT_DISK_FREE_LIMIT,
         }
     }
@@ -70,6 +84,13 @@ impl StoreOptions {
                 self.write_buffer_limit
             )));
         }
+        if self.lazy_write_delay > MAX_LAZY_WRITE_DELAY {
+            return Err(StoreError::InvalidOptions(format!(
+                "lazy_write_delay {} ms must be at most {} ms",
+                self.lazy_write_delay.as_millis(),
+                MAX_LAZY_WRITE_DELAY.as_millis()
+            )));
+        }
         Ok(())
     }
 }
@@ -88,6 +109,11 @@ mod tests {
         assert!(matches!(o.validate(), Err(StoreError::InvalidOptions(_))));
         let o = StoreOptions {
             write_buffer_limit: 10,
+            ..Default::default()
+        };
+        assert!(matches!(o.validate(), Err(StoreError::InvalidOptions(_))));
+        let o = StoreOptions {
+            lazy_write_delay: Duration::from_secs(2),
             ..Default::default()
         };
         assert!(matches!(o.validate(), Err(StoreError::InvalidOptions(_))));

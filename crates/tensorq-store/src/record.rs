@@ -21,6 +21,12 @@ pub const RECORD_PREFIX_LEN: usize = 8;
 pub const RECORD_FIXED_BODY_LEN: usize = 12;
 /// Record kind: a message routed to one or more queues.
 pub const KIND_MESSAGE: u8 = 1;
+/// Record kind: a run of messages acked before they were written. Only its
+/// 20-byte head is written; the CRC covers the 12 fixed body bytes, and the
+/// rest of the run (`len` − 12 bytes) is never written (a hole in the file).
+pub const KIND_SKIPPED: u8 = 2;
+/// Bytes of a skipped run that reach the file: prefix and fixed body.
+pub const SKIP_HEAD_LEN: usize = RECORD_PREFIX_LEN + RECORD_FIXED_BODY_LEN;
 /// Most queues one message record may list.
 pub const MAX_QUEUES_PER_MESSAGE: usize = 4096;
 /// Largest payload accepted.
@@ -170,6 +176,28 @@ pub fn encode_record<Q: Copy + Into<u32>>(
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The head of a skipped run of `run_len` bytes (the records it replaces,
+/// back to back) whose first message had id `id`.
+pub fn encode_skip_head(run_len: usize, id: u64) -> [u8; SKIP_HEAD_LEN] {
+    let mut h = [0u8; SKIP_HEAD_LEN];
+    h[0..4].copy_from_slice(&((run_len - RECORD_PREFIX_LEN) as u32).to_le_bytes());
+    h[8] = KIND_SKIPPED;
+    // flags and queue count stay 0
+    h[12..20].copy_from_slice(&id.to_le_bytes());
+    let crc = crc32c::crc32c(&h[RECORD_PREFIX_LEN..]);
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// If the fixed body bytes `fixed` (after a prefix with `crc`) start a
+/// valid skipped run, its first message id.
+pub fn parse_skip(fixed: &[u8], crc: u32) -> Option<u64> {
+    let f = fixed.get(..RECORD_FIXED_BODY_LEN)?;
+    (f[0] == KIND_SKIPPED && le_u16(f, 2) == Some(0) && crc32c::crc32c(f) == crc)
+        .then(|| le_u64(f, 4))
+        .flatten()
+}
+
 /// Parse a record prefix: returns `(body_len, crc)`.
 pub fn parse_prefix(p: &[u8]) -> Result<(usize, u32), RecordError> {
     let len = le_u32(p, 0).ok_or(RecordError::Incomplete)?;
@@ -317,6 +345,28 @@ mod tests {
         bad[13] ^= 1;
         assert!(decode_segment_header(&bad).is_err());
         assert!(decode_segment_header(&h[..31]).is_err());
+    }
+
+    #[test]
+    fn skip_head_round_trip_and_damage() -> Result<(), RecordError> {
+        let mut run = Vec::new();
+        encode_record(&mut run, 7, &[1u32], b"first");
+        encode_record(&mut run, 8, &[1u32], b"second");
+        let h = encode_skip_head(run.len(), 7);
+        let (body_len, crc) = parse_prefix(&h)?;
+        assert_eq!(RECORD_PREFIX_LEN + body_len, run.len());
+        assert_eq!(parse_skip(&h[RECORD_PREFIX_LEN..], crc), Some(7));
+        // A skipped head is not a message, and a message is not a skipped run.
+        assert!(matches!(
+            decode_record(&[&h[..], &run[SKIP_HEAD_LEN..]].concat()),
+            Err(RecordError::BadCrc)
+        ));
+        let (_, msg_crc) = parse_prefix(&run)?;
+        assert_eq!(parse_skip(&run[RECORD_PREFIX_LEN..], msg_crc), None);
+        let mut bad = h;
+        bad[15] ^= 1;
+        assert_eq!(parse_skip(&bad[RECORD_PREFIX_LEN..], crc), None);
+        Ok(())
     }
 
     #[test]

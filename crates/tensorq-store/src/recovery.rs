@@ -23,8 +23,8 @@ use crate::fsutil::{fsync_dir, TMP_SUFFIX};
 use crate::handle::{MsgRef, QueueId};
 use crate::queues::QueueRegistry;
 use crate::record::{
-    decode_ack, decode_segment_header, parse_body, parse_prefix, CleanMarker, RecordError,
-    ACK_ENTRY_LEN, RECORD_PREFIX_LEN, SEGMENT_HEADER_LEN,
+    decode_ack, decode_segment_header, parse_body, parse_prefix, parse_skip, CleanMarker,
+    RecordError, ACK_ENTRY_LEN, RECORD_FIXED_BODY_LEN, RECORD_PREFIX_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::segment::{ack_name, log_name, parse_name, SegFile, SegMeta, CORRUPT_EXT};
 
@@ -80,6 +80,9 @@ pub struct RecoveryReport {
     pub live_refs: u64,
     /// References skipped because they were acked.
     pub acked_refs: u64,
+    /// Runs of messages that were acked before they were written (only a
+    /// head was written for each run).
+    pub skipped_runs: u64,
     /// References skipped because their queue was deleted.
     pub dropped_refs: u64,
     /// Segments truncated at a torn or corrupt record.
@@ -237,7 +240,27 @@ fn scan_segment(
             break Stop::Torn("record extends past end of file");
         }
         scratch.resize(body_len, 0);
-        if let Err(e) = rdr.read_exact(scratch) {
+        let (fixed, rest) = scratch.split_at_mut(RECORD_FIXED_BODY_LEN);
+        if let Err(e) = rdr.read_exact(fixed) {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                break Stop::Torn("file shrank while scanning");
+            }
+            return Err(io_err(&path, e));
+        }
+        if let Some(id) = parse_skip(fixed, crc) {
+            // A run of messages acked before they were written: nothing to recover, and
+            // the rest of the run is a hole.
+            if id <= last_id || id < header.first_id {
+                break Stop::Torn("message id out of order");
+            }
+            last_id = id;
+            let hole = (body_len - RECORD_FIXED_BODY_LEN) as i64;
+            rdr.seek_relative(hole).map_err(|e| io_err(&path, e))?;
+            report.skipped_runs += 1;
+            pos += (RECORD_PREFIX_LEN + body_len) as u64;
+            continue;
+        }
+        if let Err(e) = rdr.read_exact(rest) {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 break Stop::Torn("file shrank while scanning");
             }

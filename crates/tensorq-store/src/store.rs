@@ -111,13 +111,12 @@ impl Store {
         let mut segments = scan.segments;
         let active = scan.next_segment;
         segments.insert(active, SegMeta::default());
-        let header = Chunk {
-            seg: active,
-            offset: 0,
-            data: encode_segment_header(active, scan.next_id).to_vec(),
-            first_id: 0,
-            last_id: 0,
-        };
+        let header = Chunk::new(
+            active,
+            0,
+            encode_segment_header(active, scan.next_id).to_vec(),
+            false,
+        );
         let state = State {
             closed: false,
             shutdown: false,
@@ -129,6 +128,8 @@ impl Store {
             writing: None,
             spare: Vec::new(),
             acks: Default::default(),
+            side_since: None,
+            side_urgent: false,
             segments,
             to_delete: Vec::new(),
             queues: registry,
@@ -234,7 +235,17 @@ impl Store {
     /// thread. Await the ticket with [`Store::wait_durable`] (or watch
     /// [`Store::subscribe_durable`]) before confirming.
     pub fn append(&self, queues: &[QueueId], payload: &[u8]) -> Result<(MsgRef, SyncTicket)> {
-        log::append(&self.shared, queues, payload)
+        log::append(&self.shared, queues, payload, false)
+    }
+
+    /// Append a persistent message that nobody waits on (its publisher asked
+    /// for no confirm). Its record may stay in memory for up to
+    /// [`StoreOptions::lazy_write_delay`] before it is written; if its only
+    /// queue acks it before then, it is never written (RabbitMQ's message
+    /// store does the same). Until it is written, a crash loses it. The ticket
+    /// works as for [`Store::append`].
+    pub fn append_lazy(&self, queues: &[QueueId], payload: &[u8]) -> Result<(MsgRef, SyncTicket)> {
+        log::append(&self.shared, queues, payload, true)
     }
 
     /// Read a message payload (pread, or from the write buffer if it has not

@@ -149,6 +149,7 @@ impl DurableState {
 pub(crate) struct Counters {
     pub appends: AtomicU64,
     pub acks: AtomicU64,
+    pub skipped: AtomicU64,
     pub sync_rounds: AtomicU64,
     pub fsyncs: AtomicU64,
     pub bytes_written: AtomicU64,
@@ -165,6 +166,7 @@ impl Counters {
         SyncStats {
             appends: self.appends.load(Ordering::Relaxed),
             acks: self.acks.load(Ordering::Relaxed),
+            records_skipped: self.skipped.load(Ordering::Relaxed),
             sync_rounds: self.sync_rounds.load(Ordering::Relaxed),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
@@ -181,6 +183,9 @@ pub struct SyncStats {
     pub appends: u64,
     /// Acks recorded.
     pub acks: u64,
+    /// Messages acked while their record still waited in the write buffer,
+    /// so it was never written (only a 20-byte head per run of them).
+    pub records_skipped: u64,
     /// Write rounds of the sync thread that wrote new message records.
     pub sync_rounds: u64,
     /// fsync/fdatasync calls (files and directory).

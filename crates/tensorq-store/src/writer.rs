@@ -26,16 +26,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::fsutil::fsync_dir;
-use crate::log::{Chunk, Shared, CHUNK_LIMIT};
+use crate::log::{Chunk, Shared};
 use crate::record::ACK_ENTRY_LEN;
 use crate::segment::{ack_name, log_name};
 use crate::sync::{Counters, SyncPolicy};
 
-/// How many written chunk buffers are kept for the appenders to reuse (`State::spare`): enough
-/// for the chunks of a busy round (1 GB/s of records over a few milliseconds).
-const SPARE_BUFFERS: usize = 4;
-/// Largest buffer kept for reuse: a chunk's (a huge record's own buffer is given back instead).
-const SPARE_BUFFER_MAX: usize = CHUNK_LIMIT;
 /// How long the sync thread keeps spare write buffers while no work comes.
 const SPARE_IDLE: Duration = Duration::from_millis(100);
 /// First retry delay after a failed write round.
@@ -116,39 +111,61 @@ impl Writer {
         self.fail_leftovers();
     }
 
-    /// Wait for work (or the interval timer) and take it.
+    /// Wait until something is due (an urgent record, a lazy one or an ack
+    /// `lazy_write_delay` old, a filling buffer, the interval timer) and take
+    /// it: the due prefix of the pending chunks, with every ack and deletion.
     fn next_round(&mut self) -> Round {
         let shared = self.shared.clone();
+        let delay = shared.opts.lazy_write_delay;
+        let limit = shared.opts.write_buffer_limit;
         let mut st = shared.lock();
-        loop {
-            let has_work =
-                !st.pending.is_empty() || !st.acks.is_empty() || !st.to_delete.is_empty();
-            if has_work || st.shutdown {
-                break;
+        let take = loop {
+            if st.shutdown {
+                break st.pending.len();
             }
-            match shared.opts.sync {
-                SyncPolicy::Interval(d) if self.dirty() => {
-                    let deadline = self.last_sync + d;
-                    if Instant::now() >= deadline {
-                        break;
-                    }
+            let now = Instant::now();
+            let k = st.chunks_due(now, delay, limit);
+            if k > 0 || st.side_due(now, delay) {
+                break k;
+            }
+            let interval = match shared.opts.sync {
+                SyncPolicy::Interval(d) if self.dirty() => Some(self.last_sync + d),
+                _ => None,
+            };
+            if interval.is_some_and(|d| now >= d) {
+                break 0;
+            }
+            match st.next_due(delay).into_iter().chain(interval).min() {
+                Some(deadline) => {
                     shared.work_cv.wait_until(&mut st, deadline);
                 }
-                _ if st.spare.is_empty() => shared.work_cv.wait(&mut st),
-                _ => {
+                None if st.spare.is_empty() => shared.work_cv.wait(&mut st),
+                None => {
                     // Idle for a while: give the kept buffers back to the allocator.
                     if shared.work_cv.wait_for(&mut st, SPARE_IDLE).timed_out() {
                         st.spare = Vec::new();
                     }
                 }
             }
+        };
+        let rest = st.pending.split_off(take);
+        let mut taken = mem::replace(&mut st.pending, rest);
+        for c in &mut taken {
+            st.pending_bytes -= c.data.len();
+            c.compact_skips();
         }
-        let chunks = Arc::new(mem::take(&mut st.pending));
-        st.pending_bytes = 0;
+        let chunks = Arc::new(taken);
         st.writing = Some(chunks.clone());
         let acks = mem::take(&mut st.acks);
         let deletions = mem::take(&mut st.to_delete);
-        let last_id = st.next_id.saturating_sub(1);
+        st.side_since = None;
+        st.side_urgent = false;
+        // Every id below the first one still pending is written by this round (or was acked
+        // and dropped with its segment).
+        let last_id = match st.pending.iter().map(|c| c.first_id).find(|&f| f != 0) {
+            Some(first_pending) => first_pending - 1,
+            None => st.next_id.saturating_sub(1),
+        };
         let shutdown = st.shutdown;
         drop(st);
         shared.space_cv.notify_all();
@@ -197,9 +214,26 @@ impl Writer {
             let f = self
                 .seg_file(c.seg, created)
                 .map_err(|e| io_reason(&format!("create segment {}", c.seg), &e))?;
-            f.write_all_at(&c.data, u64::from(c.offset))
-                .map_err(|e| io_reason(&format!("write segment {}", c.seg), &e))?;
-            bytes += c.data.len() as u64;
+            let write_err = |e: io::Error| io_reason(&format!("write segment {}", c.seg), &e);
+            let base = u64::from(c.offset);
+            if c.extents.is_empty() {
+                f.write_all_at(&c.data, base).map_err(write_err)?;
+                bytes += c.data.len() as u64;
+            } else {
+                for &(start, end) in &c.extents {
+                    f.write_all_at(&c.data[start..end], base + start as u64)
+                        .map_err(write_err)?;
+                    bytes += (end - start) as u64;
+                }
+                // A chunk ending in a skipped run: the file must still reach the run's end,
+                // so that recovery finds the whole run (a hole) and what follows it.
+                let end = base + c.data.len() as u64;
+                if c.extents.last().is_some_and(|&(_, e)| e < c.data.len())
+                    && f.metadata().map_err(write_err)?.len() < end
+                {
+                    f.set_len(end).map_err(write_err)?;
+                }
+            }
             self.dirty_segs.insert(c.seg);
         }
         Ok(bytes)
@@ -342,9 +376,7 @@ impl Writer {
             } else if let Ok(written) = Arc::try_unwrap(round.chunks) {
                 // Readers copy out under the lock, so nothing else holds the round now.
                 for c in written {
-                    if st.spare.len() < SPARE_BUFFERS && c.data.capacity() <= SPARE_BUFFER_MAX {
-                        st.spare.push(c.data);
-                    }
+                    st.recycle(c.data);
                 }
             }
             for (seg, mut data) in failed_acks {

@@ -26,6 +26,11 @@ pub struct ServerArgs {
     /// Confirm policy for persistent messages: always | interval=<ms> | never.
     #[arg(long)]
     sync: Option<String>,
+    /// Longest time (ms, 0..=1000) a persistent message published without confirms or a
+    /// transaction waits in memory before it is written; acked within it, it is never written.
+    /// 0 writes it at once.
+    #[arg(long, value_name = "MS")]
+    lazy_write_ms: Option<u64>,
     /// Largest message body in bytes.
     #[arg(long)]
     max_message_size: Option<u64>,
@@ -91,6 +96,9 @@ impl ServerArgs {
         }
         if let Some(v) = &self.sync {
             f.push(("sync", toml_string(v)));
+        }
+        if let Some(v) = self.lazy_write_ms {
+            f.push(("lazy_write_ms", v.to_string()));
         }
         if let Some(v) = self.disk_free_limit {
             f.push(("disk_free_limit", v.to_string()));
