@@ -723,11 +723,12 @@ pub(crate) fn enqueue(
         if let Some(p) = persistence {
             let ids: Vec<_> = targets.iter().filter_map(|q| q.store_id()).collect();
             if !ids.is_empty() {
-                let payload = persist::encode_message(msg);
+                // A lazy record keeps a reference to the body instead of a copy.
                 let appended = if lazy {
-                    p.store.append_lazy(&ids, &payload)
+                    p.store
+                        .append_lazy(&ids, &persist::encode_head(msg, 0), msg.body.clone())
                 } else {
-                    p.store.append(&ids, &payload)
+                    p.store.append(&ids, &persist::encode_message(msg))
                 };
                 match appended {
                     Ok((r, ticket)) => {

@@ -26,7 +26,15 @@ const ENVELOPE_V1: u8 = 1;
 /// a content header frame carrying the message's encoded header (its properties), then the
 /// body.
 pub fn encode_message(msg: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + msg.body.len());
+    let mut out = encode_head(msg, msg.body.len());
+    out.extend_from_slice(&msg.body);
+    out
+}
+
+/// The envelope of [`encode_message`] without the body (which follows it), in a buffer with
+/// room for `extra` more bytes.
+pub fn encode_head(msg: &Message, extra: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + extra);
     out.push(ENVELOPE_V1);
     for s in [&msg.exchange, &msg.routing_key] {
         out.push(s.as_str().len() as u8);
@@ -43,7 +51,6 @@ pub fn encode_message(msg: &Message) -> Vec<u8> {
     );
     out.extend_from_slice(&(header.len() as u32).to_be_bytes());
     out.extend_from_slice(&header);
-    out.extend_from_slice(&msg.body);
     out
 }
 

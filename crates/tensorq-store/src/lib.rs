@@ -33,6 +33,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod chunk;
 pub mod definitions;
 pub mod disk;
 pub mod error;

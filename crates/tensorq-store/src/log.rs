@@ -18,14 +18,14 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
 
+use crate::chunk::{Chunk, Deferred, Found};
 use crate::error::{Result, StoreError};
 use crate::handle::{MsgRef, QueueId, SyncTicket};
 use crate::options::StoreOptions;
 use crate::queues::QueueRegistry;
 use crate::record::{
-    decode_record, encode_ack, encode_record, encode_segment_header, encode_skip_head, matches_ref,
-    record_len, KIND_MESSAGE, KIND_SKIPPED, MAX_PAYLOAD_LEN, MAX_QUEUES_PER_MESSAGE,
-    RECORD_PREFIX_LEN, SEGMENT_HEADER_LEN, SKIP_HEAD_LEN,
+    decode_record, encode_ack, encode_record_parts, encode_segment_header, matches_ref, record_len,
+    MAX_PAYLOAD_LEN, MAX_QUEUES_PER_MESSAGE, SEGMENT_HEADER_LEN,
 };
 use crate::segment::{log_name, SegMeta};
 use crate::sync::{Counters, DurableState};
@@ -46,131 +46,6 @@ pub(crate) const CHUNK_LIMIT: usize = 1024 * 1024;
 /// How many written chunk buffers are kept for the appenders to reuse (`State::spare`): enough
 /// for the chunks of a busy round (1 GB/s of records over a few milliseconds).
 const SPARE_BUFFERS: usize = 4;
-
-/// A run of contiguous bytes destined for one segment file.
-#[derive(Debug, Clone)]
-pub(crate) struct Chunk {
-    pub seg: u32,
-    pub offset: u32,
-    pub data: Vec<u8>,
-    /// First and last message id inside (0 = none, e.g. a header chunk).
-    pub first_id: u64,
-    pub last_id: u64,
-    /// Holds a record somebody waits on (a confirm): written in the next round.
-    pub urgent: bool,
-    /// When the chunk was started; lazy chunks are written once this is
-    /// `lazy_write_delay` old.
-    pub opened: Instant,
-    /// Records inside acked before they were written (their kind byte is
-    /// [`KIND_SKIPPED`]).
-    pub skipped: u32,
-    /// Byte ranges to write when `skipped > 0` (set by [`Chunk::compact_skips`]);
-    /// empty means the whole chunk.
-    pub extents: Vec<(usize, usize)>,
-}
-
-fn le_u32_at(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-impl Chunk {
-    pub(crate) fn new(seg: u32, offset: u32, data: Vec<u8>, urgent: bool) -> Chunk {
-        Chunk {
-            seg,
-            offset,
-            data,
-            first_id: 0,
-            last_id: 0,
-            urgent,
-            opened: Instant::now(),
-            skipped: 0,
-            extents: Vec::new(),
-        }
-    }
-
-    /// Mark the record `r` skipped if it is in this chunk, lists exactly queue
-    /// `q`, and is still a message. Returns whether it did.
-    fn skip(&mut self, q: u32, r: &MsgRef) -> bool {
-        if self.seg != r.segment || r.offset < self.offset {
-            return false;
-        }
-        let start = (r.offset - self.offset) as usize;
-        let Some(rec) = self.data.get_mut(start..start + r.len as usize) else {
-            return false;
-        };
-        // prefix (len, crc), kind, flags, queue count, id, first queue id
-        let single = rec.len() >= SKIP_HEAD_LEN + 4
-            && rec[8] == KIND_MESSAGE
-            && rec[10..12] == 1u16.to_le_bytes()
-            && rec[12..20] == r.id.to_le_bytes()
-            && rec[20..24] == q.to_le_bytes();
-        if single {
-            rec[8] = KIND_SKIPPED;
-            self.skipped += 1;
-        }
-        single
-    }
-
-    /// Replace every run of skipped records with one skipped-run head and
-    /// list the byte ranges that must reach the file: the live records and
-    /// those heads. The rest of each run stays a hole in the file.
-    pub(crate) fn compact_skips(&mut self) {
-        if self.skipped == 0 {
-            return;
-        }
-        let len = self.data.len();
-        let mut pos = if self.offset == 0 {
-            SEGMENT_HEADER_LEN
-        } else {
-            0
-        };
-        let mut extents = Vec::new();
-        let mut live_start = 0;
-        let rec_end = |data: &[u8], at: usize| {
-            le_u32_at(data, at).map(|l| at + RECORD_PREFIX_LEN + l as usize)
-        };
-        while pos < len {
-            let Some(end) = rec_end(&self.data, pos) else {
-                break;
-            };
-            if self.data.get(pos + 8) != Some(&KIND_SKIPPED) {
-                pos = end;
-                continue;
-            }
-            let first_id = self
-                .data
-                .get(pos + 12..pos + 20)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_le_bytes);
-            let mut run_end = end;
-            while run_end < len && self.data.get(run_end + 8) == Some(&KIND_SKIPPED) {
-                match rec_end(&self.data, run_end) {
-                    Some(e) => run_end = e,
-                    None => break,
-                }
-            }
-            let head = encode_skip_head(run_end - pos, first_id);
-            self.data[pos..pos + SKIP_HEAD_LEN].copy_from_slice(&head);
-            extents.push((live_start, pos + SKIP_HEAD_LEN));
-            live_start = run_end;
-            pos = run_end;
-        }
-        if live_start < len {
-            extents.push((live_start, len));
-        }
-        self.extents = extents;
-    }
-
-    fn find(&self, r: &MsgRef) -> Option<&[u8]> {
-        if self.seg != r.segment || r.offset < self.offset {
-            return None;
-        }
-        let start = (r.offset - self.offset) as usize;
-        let end = start.checked_add(r.len as usize)?;
-        self.data.get(start..end)
-    }
-}
 
 /// Everything guarded by the store mutex.
 #[derive(Debug)]
@@ -287,7 +162,7 @@ impl State {
             }
         }
         for c in dropped {
-            self.pending_bytes -= c.data.len();
+            self.pending_bytes -= c.mem;
             self.side_urgent |= c.urgent;
             self.recycle(c.data);
         }
@@ -295,7 +170,8 @@ impl State {
 
     /// Keep a chunk buffer for the next appends, if there is room for it.
     pub(crate) fn recycle(&mut self, data: Vec<u8>) {
-        if self.spare.len() < SPARE_BUFFERS && data.capacity() <= CHUNK_LIMIT {
+        if self.spare.len() < SPARE_BUFFERS && data.capacity() > 0 && data.capacity() <= CHUNK_LIMIT
+        {
             self.spare.push(data);
         }
     }
@@ -315,9 +191,9 @@ impl State {
             k += 1;
         }
         if self.pending_bytes >= limit / 2 {
-            let mut rest: usize = self.pending[k..].iter().map(|c| c.data.len()).sum();
+            let mut rest: usize = self.pending[k..].iter().map(|c| c.mem).sum();
             while k < n && rest > limit / 4 {
-                rest -= self.pending[k].data.len();
+                rest -= self.pending[k].mem;
                 k += 1;
             }
         }
@@ -384,18 +260,22 @@ fn check_queue_list(queues: &[QueueId]) -> Result<()> {
 pub(crate) fn append(
     shared: &Shared,
     queues: &[QueueId],
-    payload: &[u8],
+    head: &[u8],
+    body: Bytes,
     lazy: bool,
 ) -> Result<(MsgRef, SyncTicket)> {
     let urgent = !lazy || shared.opts.lazy_write_delay.is_zero();
-    if payload.len() > MAX_PAYLOAD_LEN {
+    let payload_len = head.len() + body.len();
+    if payload_len > MAX_PAYLOAD_LEN {
         return Err(StoreError::PayloadTooLarge {
-            len: payload.len(),
+            len: payload_len,
             max: MAX_PAYLOAD_LEN,
         });
     }
     check_queue_list(queues)?;
-    let rec_len = record_len(queues.len(), payload.len());
+    // A lazy single-queue record is kept unencoded until it is written (if ever).
+    let defer = !urgent && queues.len() == 1;
+    let rec_len = record_len(queues.len(), payload_len);
     let mut st = shared.lock();
     loop {
         if st.closed {
@@ -427,17 +307,38 @@ pub(crate) fn append(
     let was_empty = st.pending.is_empty();
     let contiguous = st.pending.last().is_some_and(|c| {
         c.seg == seg
-            && c.offset as usize + c.data.len() == offset as usize
-            && c.data.len() + rec_len <= CHUNK_LIMIT
+            && c.is_deferred == defer
+            && c.offset as usize + c.span == offset as usize
+            && c.span + rec_len <= CHUNK_LIMIT
     });
     if !contiguous {
-        let mut data = st.spare.pop().unwrap_or_default();
-        data.clear();
-        data.reserve(rec_len.max(FIRST_CHUNK_CAPACITY));
-        st.pending.push(Chunk::new(seg, offset, data, urgent));
+        let chunk = if defer {
+            Chunk::new_deferred(seg, offset)
+        } else {
+            let mut data = st.spare.pop().unwrap_or_default();
+            data.clear();
+            data.reserve(rec_len.max(FIRST_CHUNK_CAPACITY));
+            Chunk::new(seg, offset, data, urgent)
+        };
+        st.pending.push(chunk);
     }
     if let Some(c) = st.pending.last_mut() {
-        encode_record(&mut c.data, id, queues, payload);
+        if defer {
+            c.deferred.push(Deferred {
+                rel: c.span as u32,
+                len: rec_len as u32,
+                id,
+                queue: queues[0].0,
+                head: (c.heads.len() as u32, head.len() as u32),
+                body,
+                skipped: false,
+            });
+            c.heads.extend_from_slice(head);
+        } else {
+            encode_record_parts(&mut c.data, id, queues, &[head, &body[..]]);
+        }
+        c.span += rec_len;
+        c.mem += rec_len;
         if c.first_id == 0 {
             c.first_id = id;
         }
@@ -500,10 +401,14 @@ pub(crate) fn read(shared: &Shared, r: &MsgRef) -> Result<Bytes> {
                 .as_ref()
                 .and_then(|w| w.iter().find_map(|c| c.find(r)))
         });
-        if let Some(bytes) = in_mem {
-            let buf = bytes.to_vec();
-            drop(st);
-            return to_payload(shared, buf, r);
+        match in_mem {
+            Some(Found::Payload(p)) => return Ok(p),
+            Some(Found::Encoded(bytes)) => {
+                let buf = bytes.to_vec();
+                drop(st);
+                return to_payload(shared, buf, r);
+            }
+            None => {}
         }
         st.segments
             .get(&r.segment)
@@ -539,7 +444,8 @@ pub(crate) fn ack(shared: &Shared, q: QueueId, refs: &[MsgRef]) -> Result<()> {
             continue;
         }
         n += 1;
-        if skip_unwritten(&mut st, q.0, r) {
+        if let Some(freed) = skip_unwritten(&mut st, q.0, r) {
+            st.pending_bytes -= freed;
             skipped += 1;
         } else {
             st.acks
@@ -568,21 +474,13 @@ pub(crate) fn ack(shared: &Shared, q: QueueId, refs: &[MsgRef]) -> Result<()> {
 
 /// A message acked by its only queue while its record still waits in the
 /// write buffer is never written: mark it skipped (no ack entry needed).
-fn skip_unwritten(st: &mut State, q: u32, r: &MsgRef) -> bool {
-    let Some(first) = st.pending.first() else {
-        return false;
-    };
+/// Returns the bytes of write buffer it freed, or `None` if the record was not skipped.
+fn skip_unwritten(st: &mut State, q: u32, r: &MsgRef) -> Option<usize> {
+    let first = st.pending.first()?;
     if (r.segment, r.offset) < (first.seg, first.offset) {
-        return false; // written already (or being written)
+        return None; // written already (or being written)
     }
-    st.pending
-        .iter_mut()
-        .find(|c| {
-            c.seg == r.segment
-                && r.offset >= c.offset
-                && ((r.offset - c.offset) as usize) < c.data.len()
-        })
-        .is_some_and(|c| c.skip(q, r))
+    st.pending.iter_mut().find(|c| c.holds(r))?.skip(q, r)
 }
 
 /// Drop every reference held by queue `q` (in memory; the caller persists

@@ -158,8 +158,19 @@ pub fn encode_record<Q: Copy + Into<u32>>(
     queues: &[Q],
     payload: &[u8],
 ) {
+    encode_record_parts(out, id, queues, &[payload]);
+}
+
+/// [`encode_record`] for a payload given as consecutive parts.
+pub fn encode_record_parts<Q: Copy + Into<u32>>(
+    out: &mut Vec<u8>,
+    id: u64,
+    queues: &[Q],
+    parts: &[&[u8]],
+) {
     let start = out.len();
-    let body_len = RECORD_FIXED_BODY_LEN + 4 * queues.len() + payload.len();
+    let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+    let body_len = RECORD_FIXED_BODY_LEN + 4 * queues.len() + payload_len;
     out.reserve(RECORD_PREFIX_LEN + body_len);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0u8; 4]); // crc placeholder
@@ -170,7 +181,9 @@ pub fn encode_record<Q: Copy + Into<u32>>(
     for q in queues {
         out.extend_from_slice(&(*q).into().to_le_bytes());
     }
-    out.extend_from_slice(payload);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
     let body_start = start + RECORD_PREFIX_LEN;
     let crc = crc32c::crc32c(&out[body_start..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());

@@ -15,13 +15,14 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
+use crate::chunk::Chunk;
 use crate::definitions::{self, Definitions};
 use crate::disk::{self, DiskStatus};
 use crate::error::{Result, StoreError};
 use crate::fsutil::{remove_durably, write_atomic};
 use crate::handle::{MsgRef, QueueId, SyncTicket};
 use crate::lock::{prepare_dir, DirLock};
-use crate::log::{self, Chunk, Shared, State};
+use crate::log::{self, Shared, State};
 use crate::options::StoreOptions;
 use crate::queues::QueueRegistry;
 use crate::record::{
@@ -235,17 +236,24 @@ impl Store {
     /// thread. Await the ticket with [`Store::wait_durable`] (or watch
     /// [`Store::subscribe_durable`]) before confirming.
     pub fn append(&self, queues: &[QueueId], payload: &[u8]) -> Result<(MsgRef, SyncTicket)> {
-        log::append(&self.shared, queues, payload, false)
+        log::append(&self.shared, queues, payload, Bytes::new(), false)
     }
 
     /// Append a persistent message that nobody waits on (its publisher asked
-    /// for no confirm). Its record may stay in memory for up to
-    /// [`StoreOptions::lazy_write_delay`] before it is written; if its only
-    /// queue acks it before then, it is never written (RabbitMQ's message
-    /// store does the same). Until it is written, a crash loses it. The ticket
+    /// for no confirm); its payload is `head` followed by `body`. Its record
+    /// may stay in memory for up to [`StoreOptions::lazy_write_delay`] before
+    /// it is written; if its only queue acks it before then, it is never
+    /// written (RabbitMQ's message store does the same). A single-queue record
+    /// is kept as `head` and a reference to `body` until then, and encoded only
+    /// if it is written. Until it is written, a crash loses it. The ticket
     /// works as for [`Store::append`].
-    pub fn append_lazy(&self, queues: &[QueueId], payload: &[u8]) -> Result<(MsgRef, SyncTicket)> {
-        log::append(&self.shared, queues, payload, true)
+    pub fn append_lazy(
+        &self,
+        queues: &[QueueId],
+        head: &[u8],
+        body: Bytes,
+    ) -> Result<(MsgRef, SyncTicket)> {
+        log::append(&self.shared, queues, head, body, true)
     }
 
     /// Read a message payload (pread, or from the write buffer if it has not

@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::chunk::Chunk;
 use crate::fsutil::fsync_dir;
-use crate::log::{Chunk, Shared};
+use crate::log::{Shared, CHUNK_LIMIT};
 use crate::record::ACK_ENTRY_LEN;
 use crate::segment::{ack_name, log_name};
 use crate::sync::{Counters, SyncPolicy};
@@ -56,6 +57,10 @@ struct Writer {
     dir_dirty: bool,
     last_sync: Instant,
     backoff: Duration,
+    /// Where deferred records are encoded before they are written, and the
+    /// pieces of it that go to the file.
+    scratch: Vec<u8>,
+    pieces: Vec<(u64, usize, usize)>,
 }
 
 /// Start the sync thread.
@@ -72,6 +77,8 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
                 dir_dirty: false,
                 last_sync: Instant::now(),
                 backoff: RETRY_BACKOFF_START,
+                scratch: Vec::new(),
+                pieces: Vec::new(),
             };
             w.run();
         })
@@ -151,7 +158,7 @@ impl Writer {
         let rest = st.pending.split_off(take);
         let mut taken = mem::replace(&mut st.pending, rest);
         for c in &mut taken {
-            st.pending_bytes -= c.data.len();
+            st.pending_bytes -= c.mem;
             c.compact_skips();
         }
         let chunks = Arc::new(taken);
@@ -216,7 +223,17 @@ impl Writer {
                 .map_err(|e| io_reason(&format!("create segment {}", c.seg), &e))?;
             let write_err = |e: io::Error| io_reason(&format!("write segment {}", c.seg), &e);
             let base = u64::from(c.offset);
-            if c.extents.is_empty() {
+            if c.is_deferred {
+                c.encode_deferred(&mut self.scratch, &mut self.pieces);
+                for &(at, start, end) in &self.pieces {
+                    f.write_all_at(&self.scratch[start..end], at)
+                        .map_err(write_err)?;
+                    bytes += (end - start) as u64;
+                }
+                if self.scratch.capacity() > CHUNK_LIMIT {
+                    self.scratch = Vec::new();
+                }
+            } else if c.extents.is_empty() {
                 f.write_all_at(&c.data, base).map_err(write_err)?;
                 bytes += c.data.len() as u64;
             } else {
@@ -225,14 +242,12 @@ impl Writer {
                         .map_err(write_err)?;
                     bytes += (end - start) as u64;
                 }
-                // A chunk ending in a skipped run: the file must still reach the run's end,
-                // so that recovery finds the whole run (a hole) and what follows it.
-                let end = base + c.data.len() as u64;
-                if c.extents.last().is_some_and(|&(_, e)| e < c.data.len())
-                    && f.metadata().map_err(write_err)?.len() < end
-                {
-                    f.set_len(end).map_err(write_err)?;
-                }
+            }
+            // A chunk ending in a skipped run: the file must still reach the run's end, so that
+            // recovery finds the whole run (a hole) and what follows it.
+            let end = base + c.span as u64;
+            if c.ends_in_hole() && f.metadata().map_err(write_err)?.len() < end {
+                f.set_len(end).map_err(write_err)?;
             }
             self.dirty_segs.insert(c.seg);
         }
@@ -369,7 +384,7 @@ impl Writer {
                 st.to_delete.extend(round.deletions.iter().copied());
                 let mut back = Arc::try_unwrap(round.chunks).unwrap_or_else(|a| (*a).clone());
                 back.retain(|c| st.segments.contains_key(&c.seg));
-                let back_bytes: usize = back.iter().map(|c| c.data.len()).sum();
+                let back_bytes: usize = back.iter().map(|c| c.mem).sum();
                 back.append(&mut st.pending);
                 st.pending = back;
                 st.pending_bytes += back_bytes;
