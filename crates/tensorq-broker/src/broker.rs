@@ -23,10 +23,20 @@ use tensorq_store::{DestinationKind, RecoveredState, Store, StoreOptions};
 pub enum BrokerError {
     #[error("invalid sync policy '{value}': {reason}")]
     SyncPolicy { value: String, reason: String },
+    #[error("invalid lazy_write_ms {value}: must be within 0..={max}")]
+    LazyWrite { value: u64, max: u128 },
+    // Not a `#[source]`: the message already carries the store's reason, and error reports
+    // that walk the chain would print it twice.
     #[error("cannot open the data dir: {0}")]
-    Store(#[from] tensorq_store::StoreError),
+    Store(tensorq_store::StoreError),
     #[error("recovery failed: {0}")]
     Recovery(String),
+}
+
+impl From<tensorq_store::StoreError> for BrokerError {
+    fn from(e: tensorq_store::StoreError) -> Self {
+        BrokerError::Store(e)
+    }
 }
 
 /// State shared by all connections.
@@ -63,9 +73,17 @@ impl Broker {
                     reason: e.to_string(),
                 },
             )?;
+        let lazy_write_delay = std::time::Duration::from_millis(config.lazy_write_ms);
+        let max = tensorq_store::options::MAX_LAZY_WRITE_DELAY;
+        if lazy_write_delay > max {
+            return Err(BrokerError::LazyWrite {
+                value: config.lazy_write_ms,
+                max: max.as_millis(),
+            });
+        }
         let opts = StoreOptions {
             sync,
-            lazy_write_delay: std::time::Duration::from_millis(config.lazy_write_ms),
+            lazy_write_delay,
             disk_free_limit: config.disk_free_limit,
             ..StoreOptions::default()
         };

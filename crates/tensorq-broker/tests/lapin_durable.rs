@@ -195,6 +195,40 @@ async fn a_locked_data_dir_stops_start_up() {
 }
 
 #[tokio::test]
+async fn out_of_range_lazy_write_delay_stops_start_up_with_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.listen = "127.0.0.1:0".into();
+    c.lazy_write_ms = 5000;
+    let err = match RunningServer::start(c).await {
+        Ok(_) => panic!("a 5 s lazy write delay was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("lazy_write_ms 5000") && err.contains("0..=1000"),
+        "{err}"
+    );
+    // A store error is reported once, not once per level of the error chain.
+    let s = server_with(config(dir.path())).await;
+    let mut second = config(dir.path());
+    second.listen = "127.0.0.1:0".into();
+    let err = match RunningServer::start(second).await {
+        Ok(_) => panic!("a second broker took a locked data dir"),
+        Err(e) => e,
+    };
+    // What `tensorq server` prints: the error and each of its sources.
+    let mut report = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        report = format!("{report}: {s}");
+        source = s.source();
+    }
+    let reason = report.rsplit(": ").next().unwrap_or_default();
+    assert_eq!(report.matches(reason).count(), 1, "{report}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn acked_messages_free_their_segments() {
     let dir = tempfile::tempdir().unwrap();
     let s = server_with(config(dir.path())).await;
