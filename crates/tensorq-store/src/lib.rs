@@ -3,7 +3,9 @@
 //! Owns the data directory: its exclusive lock, the durable definitions
 //! (exchanges, queues, bindings), the registry of durable queue ids, and the
 //! append-only segment log of persistent messages with group-commit fsync,
-//! per-segment ack files, segment garbage collection and crash recovery.
+//! lazy writes (a record nobody waits on is written only if it is still
+//! unacked after a short delay), per-segment ack files, segment garbage
+//! collection and crash recovery.
 //! Does not own: routing, queue ordering in memory, consumers, AMQP framing or
 //! the encoding of message payloads (the broker's job; payloads are opaque).
 //!
