@@ -3,9 +3,10 @@
 //!
 //! Owns: the two shapes a chunk takes and what can happen to its records
 //! before they are written: lookup for reads, skipping (acked before being
-//! written), and turning runs of skipped records into skipped-run heads.
+//! written), and encoding with runs of skipped records as skipped-run heads.
 //! - **Encoded**: the records' bytes as they will be on disk (every record
-//!   somebody waits on, and the segment header).
+//!   somebody waits on, lazy records listing several queues, and the segment
+//!   header). Written as they are.
 //! - **Deferred**: lazy single-queue records kept as their payload's head and a
 //!   reference to the message body, encoded by the sync thread only if they are
 //!   still live when written, so the publishing connection neither copies nor
@@ -18,10 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::handle::MsgRef;
-use crate::record::{
-    encode_record_parts, encode_skip_head, KIND_MESSAGE, KIND_SKIPPED, RECORD_PREFIX_LEN,
-    SEGMENT_HEADER_LEN, SKIP_HEAD_LEN,
-};
+use crate::record::{encode_record_parts, encode_skip_head};
 
 /// A lazy record kept unencoded until the sync thread writes it.
 #[derive(Debug, Clone)]
@@ -73,16 +71,6 @@ pub(crate) struct Chunk {
     /// When the chunk was started; lazy chunks are written once this is
     /// `lazy_write_delay` old.
     pub opened: Instant,
-    /// Records inside acked before they were written.
-    pub skipped: u32,
-    /// Byte ranges of `data` to write when `skipped > 0` (set by
-    /// [`Chunk::compact_skips`]); empty means the whole chunk.
-    pub extents: Vec<(usize, usize)>,
-}
-
-fn le_u32_at(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 impl Chunk {
@@ -102,8 +90,6 @@ impl Chunk {
             last_id: 0,
             urgent,
             opened: Instant::now(),
-            skipped: 0,
-            extents: Vec::new(),
         }
     }
 
@@ -154,92 +140,20 @@ impl Chunk {
         self.data.get(start..end).map(Found::Encoded)
     }
 
-    /// Mark the record `r` skipped if it is in this chunk, lists exactly queue
-    /// `q`, and is still a message. Returns the bytes it stops holding in
-    /// memory (`Some(0)` for an encoded record, whose bytes stay until the
-    /// chunk is written), or `None` if it did not skip it.
+    /// Mark the deferred record `r` skipped if it is in this chunk and lists
+    /// queue `q`. Returns the bytes it stops holding, or `None` if it did not
+    /// skip it (encoded records are written as they are).
     pub(crate) fn skip(&mut self, q: u32, r: &MsgRef) -> Option<usize> {
-        if self.is_deferred {
-            let ix = self.deferred_ix(r)?;
-            let d = &mut self.deferred[ix];
-            if d.skipped || d.queue != q {
-                return None;
-            }
-            d.skipped = true;
-            d.body = Bytes::new();
-            let freed = d.len as usize;
-            self.skipped += 1;
-            self.mem -= freed;
-            return Some(freed);
-        }
-        if !self.holds(r) {
+        let ix = self.deferred_ix(r)?;
+        let d = &mut self.deferred[ix];
+        if d.skipped || d.queue != q {
             return None;
         }
-        let start = (r.offset - self.offset) as usize;
-        let rec = self.data.get_mut(start..start + r.len as usize)?;
-        // prefix (len, crc), kind, flags, queue count, id, first queue id
-        let single = rec.len() >= SKIP_HEAD_LEN + 4
-            && rec[8] == KIND_MESSAGE
-            && rec[10..12] == 1u16.to_le_bytes()
-            && rec[12..20] == r.id.to_le_bytes()
-            && rec[20..24] == q.to_le_bytes();
-        if !single {
-            return None;
-        }
-        rec[8] = KIND_SKIPPED;
-        self.skipped += 1;
-        Some(0)
-    }
-
-    /// For an encoded chunk: replace every run of skipped records with one
-    /// skipped-run head and list the byte ranges that must reach the file: the
-    /// live records and those heads. The rest of each run stays a hole in the
-    /// file.
-    pub(crate) fn compact_skips(&mut self) {
-        if self.skipped == 0 || self.is_deferred {
-            return;
-        }
-        let len = self.data.len();
-        let mut pos = if self.offset == 0 {
-            SEGMENT_HEADER_LEN
-        } else {
-            0
-        };
-        let mut extents = Vec::new();
-        let mut live_start = 0;
-        let rec_end = |data: &[u8], at: usize| {
-            le_u32_at(data, at).map(|l| at + RECORD_PREFIX_LEN + l as usize)
-        };
-        while pos < len {
-            let Some(end) = rec_end(&self.data, pos) else {
-                break;
-            };
-            if self.data.get(pos + 8) != Some(&KIND_SKIPPED) {
-                pos = end;
-                continue;
-            }
-            let first_id = self
-                .data
-                .get(pos + 12..pos + 20)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_le_bytes);
-            let mut run_end = end;
-            while run_end < len && self.data.get(run_end + 8) == Some(&KIND_SKIPPED) {
-                match rec_end(&self.data, run_end) {
-                    Some(e) => run_end = e,
-                    None => break,
-                }
-            }
-            let head = encode_skip_head(run_end - pos, first_id);
-            self.data[pos..pos + SKIP_HEAD_LEN].copy_from_slice(&head);
-            extents.push((live_start, pos + SKIP_HEAD_LEN));
-            live_start = run_end;
-            pos = run_end;
-        }
-        if live_start < len {
-            extents.push((live_start, len));
-        }
-        self.extents = extents;
+        d.skipped = true;
+        d.body = Bytes::new();
+        let freed = d.len as usize;
+        self.mem -= freed;
+        Some(freed)
     }
 
     /// For a deferred chunk: encode what must reach the file into `out` (the
@@ -281,20 +195,14 @@ impl Chunk {
     /// Whether the file must be extended past the last written byte to cover
     /// this chunk (it ends in a skipped run).
     pub(crate) fn ends_in_hole(&self) -> bool {
-        if self.is_deferred {
-            self.deferred.last().is_some_and(|d| d.skipped)
-        } else {
-            self.extents
-                .last()
-                .is_some_and(|&(_, e)| e < self.data.len())
-        }
+        self.deferred.last().is_some_and(|d| d.skipped)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{decode_record, parse_prefix, parse_skip};
+    use crate::record::{decode_record, parse_prefix, parse_skip, RECORD_PREFIX_LEN};
 
     fn deferred_chunk(n: u32) -> (Chunk, Vec<MsgRef>) {
         let mut c = Chunk::new_deferred(3, 100);

@@ -152,15 +152,7 @@ impl State {
         self.to_delete.push(seg);
         self.side_since.get_or_insert_with(Instant::now);
         // Its unwritten chunks hold only acked records: never write them.
-        let mut dropped = Vec::new();
-        let mut i = 0;
-        while i < self.pending.len() {
-            if self.pending[i].seg == seg {
-                dropped.push(self.pending.remove(i));
-            } else {
-                i += 1;
-            }
-        }
+        let dropped: Vec<Chunk> = self.pending.extract_if(.., |c| c.seg == seg).collect();
         for c in dropped {
             self.pending_bytes -= c.mem;
             self.side_urgent |= c.urgent;

@@ -156,10 +156,9 @@ impl Writer {
             }
         };
         let rest = st.pending.split_off(take);
-        let mut taken = mem::replace(&mut st.pending, rest);
-        for c in &mut taken {
+        let taken = mem::replace(&mut st.pending, rest);
+        for c in &taken {
             st.pending_bytes -= c.mem;
-            c.compact_skips();
         }
         let chunks = Arc::new(taken);
         st.writing = Some(chunks.clone());
@@ -222,7 +221,6 @@ impl Writer {
                 .seg_file(c.seg, created)
                 .map_err(|e| io_reason(&format!("create segment {}", c.seg), &e))?;
             let write_err = |e: io::Error| io_reason(&format!("write segment {}", c.seg), &e);
-            let base = u64::from(c.offset);
             if c.is_deferred {
                 c.encode_deferred(&mut self.scratch, &mut self.pieces);
                 for &(at, start, end) in &self.pieces {
@@ -233,21 +231,16 @@ impl Writer {
                 if self.scratch.capacity() > CHUNK_LIMIT {
                     self.scratch = Vec::new();
                 }
-            } else if c.extents.is_empty() {
-                f.write_all_at(&c.data, base).map_err(write_err)?;
-                bytes += c.data.len() as u64;
-            } else {
-                for &(start, end) in &c.extents {
-                    f.write_all_at(&c.data[start..end], base + start as u64)
-                        .map_err(write_err)?;
-                    bytes += (end - start) as u64;
+                // A chunk ending in a skipped run: the file must still reach the run's end, so
+                // that recovery finds the whole run (a hole) and what follows it.
+                let end = u64::from(c.offset) + c.span as u64;
+                if c.ends_in_hole() && f.metadata().map_err(write_err)?.len() < end {
+                    f.set_len(end).map_err(write_err)?;
                 }
-            }
-            // A chunk ending in a skipped run: the file must still reach the run's end, so that
-            // recovery finds the whole run (a hole) and what follows it.
-            let end = base + c.span as u64;
-            if c.ends_in_hole() && f.metadata().map_err(write_err)?.len() < end {
-                f.set_len(end).map_err(write_err)?;
+            } else {
+                f.write_all_at(&c.data, u64::from(c.offset))
+                    .map_err(write_err)?;
+                bytes += c.data.len() as u64;
             }
             self.dirty_segs.insert(c.seg);
         }
